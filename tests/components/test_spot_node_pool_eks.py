@@ -3,9 +3,6 @@ table-driven, the recorded custom resources and node groups, and the Karpenter o
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,9 +23,6 @@ from components.spot_node_pool import (
 from stacks.offline import OfflineRun, run_offline
 from stacks.render_k8s import kubernetes_manifests
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-VALIDATE_CRS = SHARED / "tools" / "validate_crs.py"
-CRDS = SHARED / "data" / "crds"
 NODE_POOL = "kubernetes:karpenter.sh/v1:NodePool"
 NODE_CLASS = "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass"
 MNG = "eks:index:ManagedNodeGroup"
@@ -183,15 +177,13 @@ def test_existing_vpc_subnets_selected_by_id():
     assert run.one(NODE_CLASS).inputs["spec"]["subnetSelectorTerms"] == [{"id": "subnet-a"}, {"id": "subnet-b"}, {"id": "subnet-c"}]
 
 
-def test_karpenter_resources_pass_the_crds(tmp_path, karpenter):
+def test_karpenter_resources_pass_the_crds(tmp_path, karpenter, validate_crs):
     run, _ = karpenter
     docs = [m for m in kubernetes_manifests(run) if m["kind"] in ("NodePool", "EC2NodeClass")]
     assert len(docs) == 2
     path = tmp_path / "karpenter.yaml"
     path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
-    out = subprocess.run(
-        [sys.executable, str(VALIDATE_CRS), "--crds", str(CRDS), str(path)], capture_output=True, text=True, check=False
-    )
+    out = validate_crs(path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "2 validated" in out.stdout and "0 error(s)" in out.stdout
 

@@ -1,4 +1,4 @@
-"""The memory model against what vLLM itself printed (shared/data/vllm_memory_observations.json).
+"""The memory model against what vLLM itself printed (tests/data/vllm_memory_observations.json, sources per record).
 
 Which records hold to which tolerance, and why:
 - weights per GPU, every record whose model we can describe: within 5%. Weights do not depend on the engine.
@@ -26,16 +26,16 @@ from components.sizing.memory import estimate_memory
 from components.sizing.model_config import parse_model_config
 from components.sizing.models import model_catalog
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-OBSERVATIONS = SHARED / "data" / "vllm_memory_observations.json"
-CONFIGS = SHARED / "data" / "model-configs"
+DATA = Path(__file__).resolve().parents[1] / "data"  # the project's copies, with sources (tests/data/README.md)
+OBSERVATIONS = DATA / "vllm_memory_observations.json"
+CONFIGS = DATA / "model-configs"
 
 
 def _catalog(hf_id: str) -> dict:
     return model_catalog()[hf_id].config
 
 
-def _shared(name: str) -> dict:
+def _data_config(name: str) -> dict:
     return json.loads((CONFIGS / name).read_text())
 
 
@@ -80,9 +80,9 @@ def config_for(model: str) -> dict | None:
         "google/gemma-2-9b-it": lambda: _catalog("google/gemma-2-9b-it"),
         "google/gemma-2-2b-it": lambda: GEMMA_2_2B,
         "google/gemma-7b": lambda: GEMMA_7B,
-        "microsoft/phi-2": lambda: _shared("microsoft--phi-2.config.json"),
-        "facebook/opt-125m": lambda: _shared("facebook--opt-125m.config.json"),
-        "teknium/OpenHermes-2.5-Mistral-7B": lambda: {**_shared("mistralai--Mistral-7B-v0.1.config.json"), "vocab_size": 32002},
+        "microsoft/phi-2": lambda: _data_config("microsoft--phi-2.config.json"),
+        "facebook/opt-125m": lambda: _data_config("facebook--opt-125m.config.json"),
+        "teknium/OpenHermes-2.5-Mistral-7B": lambda: {**_data_config("mistralai--Mistral-7B-v0.1.config.json"), "vocab_size": 32002},
         "RedHatAI/Llama-3.3-70B-Instruct-fp8-dynamic": lambda: _catalog("RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic"),
         "RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic": lambda: _catalog("RedHatAI/Llama-3.3-70B-Instruct-FP8-dynamic"),
         "redhatai/Llama-3.3-70B-Instruct-quantized.w8a8": lambda: _with_quant(_catalog("meta-llama/Llama-3.3-70B-Instruct"), W8A8),
@@ -111,7 +111,7 @@ UNDESCRIBED = {
 
 def _records() -> list[dict]:
     if not OBSERVATIONS.is_file():
-        pytest.fail(f"calibration data missing: {OBSERVATIONS} (CI clones the project beside shared/)")
+        pytest.fail(f"calibration data missing: {OBSERVATIONS}")
     return json.loads(OBSERVATIONS.read_text())["records"]
 
 
