@@ -15,7 +15,7 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
-from pulumi_policy.proxy import unknown_checking_proxy
+from policies.unknowns import checking_view as unknown_checking_proxy  # props behind read-only views, as pulumi_policy serves them
 
 from components.sizing import prices
 from policies import pack
