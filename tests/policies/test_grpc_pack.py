@@ -124,3 +124,33 @@ def test_the_harness_leaves_no_server_behind():
     assert server.proc.poll() is None
     server.close()
     assert server.proc.returncode is not None
+
+
+# ---- the gaps the engine's view showed ---------------------------------------------------------------------
+PAB = "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock"
+ALL_ON = {"blockPublicAcls": True, "blockPublicPolicy": True, "ignorePublicAcls": True, "restrictPublicBuckets": True}
+
+
+@pytest.mark.parametrize("flag", [*sorted(ALL_ON), "unset"])
+def test_a_public_access_block_with_any_setting_off_is_reported(pack_server, flag):
+    settings = {k: v for k, v in ALL_ON.items() if k != "restrictPublicBuckets"} if flag == "unset" else {**ALL_ON, flag: False}
+    off = "restrictPublicBuckets" if flag == "unset" else flag
+    bucket = res("aws:s3/bucket:Bucket", "store", {"bucket": "acme-store"})
+    block = res(PAB, "store-pab", {"bucket": "acme-store", **settings})
+    found = [d for d in pack_server.preview([bucket, block]) if d.policy == "s3-no-public-access"]
+    assert found == [
+        Diagnostic(
+            "s3-no-public-access",
+            "mandatory",
+            f"S3 public access block 'store-pab' for bucket 'acme-store' leaves {off} off (false or unset); set all four true",
+            block.urn,
+        )
+    ]
+    # and alone, for a bucket that is not in the stack
+    assert [d.urn for d in pack_server.preview([block]) if d.policy == "s3-no-public-access"] == [block.urn]
+
+
+def test_a_full_public_access_block_passes(pack_server):
+    bucket = res("aws:s3/bucket:Bucket", "store", {"bucket": "acme-store"})
+    block = res(PAB, "store-pab", {"bucket": "acme-store", **ALL_ON})
+    assert [d for d in pack_server.preview([bucket, block]) if d.policy == "s3-no-public-access"] == []
