@@ -154,3 +154,41 @@ def test_a_full_public_access_block_passes(pack_server):
     bucket = res("aws:s3/bucket:Bucket", "store", {"bucket": "acme-store"})
     block = res(PAB, "store-pab", {"bucket": "acme-store", **ALL_ON})
     assert [d for d in pack_server.preview([bucket, block]) if d.policy == "s3-no-public-access"] == []
+
+
+GFD, ITYPE, KGPU = "nvidia.com/gpu.product", "node.kubernetes.io/instance-type", "karpenter.k8s.aws/instance-gpu-name"
+A10G_LABELS = {GFD: "NVIDIA-A10G", ITYPE: "g5.12xlarge", KGPU: "a10g"}
+H100_LABELS = {GFD: "NVIDIA-H100-80GB-HBM3", ITYPE: "p5.48xlarge", KGPU: "h100"}
+
+
+def server_on(labels: dict, *, in_affinity: bool) -> dict:
+    from policy_builders import container, deployment, pod_spec
+
+    vllm = container(args=[cases.L70B, "--tensor-parallel-size", "4", "--max-model-len", "8192"], gpus=4)
+    if not in_affinity:
+        return deployment(pod_spec(vllm, node_selector=labels))
+    exprs = [{"key": k, "operator": "In", "values": [v]} for k, v in labels.items()]
+    required = {"nodeSelectorTerms": [{"matchExpressions": exprs}]}
+    return deployment(pod_spec(vllm, affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}))
+
+
+@pytest.mark.parametrize("in_affinity", [False, True], ids=["nodeSelector", "node-affinity"])
+@pytest.mark.parametrize("label", [GFD, ITYPE, KGPU])
+def test_gpu_fit_reads_the_labels_clusters_use(pack_server, label, in_affinity):
+    """70B at TP 4 does not fit four A10G and fits four H100: the pack must tell which from any of the labels."""
+    import test_gpu_memory_fit as fitcases
+
+    on_a10g = res(cases.DEP, "llm", server_on({label: A10G_LABELS[label]}, in_affinity=in_affinity))
+    found = [d for d in pack_server.preview([on_a10g]) if d.policy.startswith("gpu-memory-fit")]
+    assert found == [
+        Diagnostic("gpu-memory-fit", "mandatory", fitcases.misfit(cases.L70B, "A10G", tp=4, max_model_len=8192), on_a10g.urn)
+    ]
+    on_h100 = res(cases.DEP, "llm", server_on({label: H100_LABELS[label]}, in_affinity=in_affinity))
+    assert [d for d in pack_server.preview([on_h100]) if d.policy.startswith("gpu-memory-fit")] == []
+
+
+def test_a_mig_slice_is_not_sized_as_the_whole_gpu(pack_server):
+    sliced = res(cases.DEP, "llm", server_on({GFD: "NVIDIA-H100-80GB-HBM3-MIG-1g.10gb"}, in_affinity=True))
+    assert [(d.policy, d.level) for d in pack_server.preview([sliced]) if d.policy.startswith("gpu-memory-fit")] == [
+        ("gpu-memory-fit-unverified", "advisory")
+    ]
