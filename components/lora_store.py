@@ -52,6 +52,7 @@ SIDECAR_TMP_VOLUME = "lora-sync-tmp"
 # lora_modules_uri is given (components/vllm.py), so both agree.
 LORA_CACHE_DIR = f"{MODEL_CACHE_PATH}/loras"
 SYNCED_MARKER = f"{LORA_CACHE_DIR}/.synced"
+SIDECAR_RESOURCES = {"cpu": "250m", "memory": "512Mi"}  # the Kubernetes sidecar's requests and limits
 SIDECAR_UID = 65532  # the conventional "nonroot" uid; files it writes are world-readable (umask 022)
 # Headroom on the adapter cache: a replaced adapter keeps its old revision until the next --delete pass.
 CACHE_HEADROOM = 1.25
@@ -287,6 +288,8 @@ class LoraServing:
         return {
             "name": self.sidecar_name,
             "image": self.image,
+            # As the vLLM container: a pinned tag whose manifest is re-checked at each start (the image is small).
+            "imagePullPolicy": "Always",
             "restartPolicy": "Always",
             "command": list(self.command),
             "env": env,
@@ -296,9 +299,12 @@ class LoraServing:
             ],
             # Pod Ready waits for the first full sync; vLLM starts in parallel (no startupProbe gating it).
             "readinessProbe": {"exec": {"command": ["test", "-f", SYNCED_MARKER]}, "periodSeconds": 10, "failureThreshold": 3},
+            # requests = limits, as the vLLM container's: with every container Guaranteed the pod keeps the
+            # Guaranteed QoS class (evicted last under node pressure), and a runaway sync cannot starve vLLM's CPU.
+            # One round is a HEAD request and, on a change, an `aws s3 sync` of the changed adapters.
             "resources": {
-                "requests": {"cpu": "100m", "memory": "256Mi"},
-                "limits": {"memory": "512Mi"},
+                "requests": dict(SIDECAR_RESOURCES),
+                "limits": dict(SIDECAR_RESOURCES),
             },
             "securityContext": {
                 "runAsNonRoot": True,

@@ -28,9 +28,9 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
-from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from policies import resource_views as rv
+from policies.unknowns import UnknownValueError, checking_view
 from policies.rules import (
     budget,
     ebs_encryption,
@@ -285,15 +285,6 @@ def _policy_config(policy, config: Mapping[str, Any]) -> dict:
     return values
 
 
-def _unknowns_as_pulumi(value: Any) -> Any:
-    """The offline engine writes unknown values as "<unknown>"; policies should see them as Pulumi does."""
-    if isinstance(value, Mapping):
-        return {k: _unknowns_as_pulumi(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_unknowns_as_pulumi(v) for v in value]
-    return UNKNOWN_STRING_VALUE if value == "<unknown>" else value
-
-
 def _options(parent: str | None) -> PolicyResourceOptions:
     return PolicyResourceOptions(
         protect=False,
@@ -317,7 +308,7 @@ def run_policies(
     config = config or {}
     resources = list(resources)
     results: list[PolicyResult] = []
-    proxied = [unknown_checking_proxy(_unknowns_as_pulumi(dict(r.props.items()))) for r in resources]
+    proxied = [checking_view(dict(r.props.items())) for r in resources]  # unknowns raise, as under pulumi_policy
     stack_objects: list[PolicyResource] = []
     by_urn: dict[str, PolicyResource] = {}
     for res, props in zip(resources, proxied):

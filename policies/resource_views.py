@@ -48,6 +48,11 @@ GPU_LABEL = "vllm-fleet/gpu"
 KARPENTER_GPU_NAME_LABEL = "karpenter.k8s.aws/instance-gpu-name"
 KARPENTER_GPU_MEMORY_LABEL = "karpenter.k8s.aws/instance-gpu-memory"  # MiB per GPU
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
+# NVIDIA GPU feature discovery: the NVML device name with spaces as dashes ("NVIDIA-A10G",
+# "NVIDIA-H100-80GB-HBM3"), "-MIG-<profile>" appended under the MIG single strategy and "-SHARED" when time-sliced
+# (NVIDIA/k8s-device-plugin internal/lm/resource.go getProductName + sanitise, and
+# docs/gpu-feature-discovery/README.md "Generated Labels"; checked 2026-12-04).
+GFD_PRODUCT_LABEL = "nvidia.com/gpu.product"
 INSTANCE_TYPE_TAG = "vllm-fleet:instance-type"
 GPU_RESOURCE = "nvidia.com/gpu"
 API_KEY_ENV = "VLLM_API_KEY"  # same name as components.vllm.API_KEY_ENV (kept here so policies stay import-light)
@@ -264,6 +269,28 @@ def node_label_values(pod_spec: Mapping, key: str) -> list[str]:
             if dig(expr, "key") == key and dig(expr, "operator") == "In":
                 values += [str(scalar(v)) for v in as_list(dig(expr, "values", default=[]))]
     return list(dict.fromkeys(values))
+
+
+def node_requirements(pod_spec: Mapping) -> tuple[dict[str, list[str]], list[dict[str, list[str]]]]:
+    """What a pod requires of its node's labels, as the scheduler reads it: (nodeSelector, required affinity terms).
+
+    Each is {label key: allowed values}; within one, every key must match (AND); the affinity terms are ORed
+    (a node must match the nodeSelector AND at least one term). Only `In` expressions name values (several `In` on
+    one key intersect); NotIn / Exists / Gt / Lt narrow nothing to a value and are left out.
+    """
+    selector = {str(k): [str(scalar(v))] for k, v in as_map(dig(pod_spec, "nodeSelector", default={})).items()}
+    terms: list[dict[str, list[str]]] = []
+    raw = dig(pod_spec, "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms", default=[])
+    for term in as_list(raw):
+        wanted: dict[str, list[str]] = {}
+        for expr in as_list(dig(term, "matchExpressions", default=[])):
+            if dig(expr, "operator") != "In":
+                continue
+            key = str(dig(expr, "key", default=""))
+            values = [str(scalar(v)) for v in as_list(dig(expr, "values", default=[]))]
+            wanted[key] = [v for v in wanted[key] if v in values] if key in wanted else values
+        terms.append(wanted)
+    return selector, terms
 
 
 def selector_matches(selector: Mapping, labels: Mapping) -> bool:

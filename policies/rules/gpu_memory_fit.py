@@ -12,7 +12,8 @@ Where the server is described:
 - raw `kubernetes:apps/v1:Deployment` / `StatefulSet` / `leaderworkerset.x-k8s.io/v1:LeaderWorkerSet` and
   `aws:ecs/taskDefinition:TaskDefinition` whose container image contains "vllm": the model and flags come
   from the command line, the GPU type from the node selector / required node affinity
-  (`vllm-fleet/gpu`, `node.kubernetes.io/instance-type`, `karpenter.k8s.aws/instance-gpu-name`) or, on ECS,
+  (`vllm-fleet/gpu`, `nvidia.com/gpu.product`, `node.kubernetes.io/instance-type`,
+  `karpenter.k8s.aws/instance-gpu-name`; nodeSelector AND any one required affinity term) or, on ECS,
   the `vllm-fleet:instance-type` tag or an `attribute:ecs.instance-type` placement constraint, and the GPU
   count from `nvidia.com/gpu` limits / ECS `resourceRequirements`.
 
@@ -298,29 +299,115 @@ def _server_from_command(cmd: rv.VllmCommand, gpus: list[Gpu], available: int | 
     )
 
 
+GPU_LABEL_KEYS = (rv.GPU_LABEL, rv.GFD_PRODUCT_LABEL, rv.INSTANCE_TYPE_LABEL, rv.KARPENTER_GPU_NAME_LABEL)
+NO_GPU_LABEL = (
+    f"add a nodeSelector or required node affinity on {rv.GPU_LABEL}, {rv.GFD_PRODUCT_LABEL}, "
+    f"{rv.INSTANCE_TYPE_LABEL} or {rv.KARPENTER_GPU_NAME_LABEL}"
+)
+
+
 def gpus_from_node_labels(pod_spec: Mapping) -> tuple[list[Gpu], str]:
-    """GPU types the pod may land on, from its node labels; ([], why) when they cannot be told."""
-    values = rv.node_label_values(pod_spec, rv.GPU_LABEL)
-    if values:
-        try:
-            return [get_gpu(v) for v in values], ""
-        except InputError:
-            unknown = next(v for v in values if not _is_gpu(v))
-            return [], f"node label {rv.GPU_LABEL}: {unknown!r} is not a GPU in the catalog"
-    values = rv.node_label_values(pod_spec, rv.INSTANCE_TYPE_LABEL)
-    if values:
-        return _gpus_from_instances(values, f"node label {rv.INSTANCE_TYPE_LABEL}")
-    values = rv.node_label_values(pod_spec, rv.KARPENTER_GPU_NAME_LABEL)
-    if values:
-        memory = [rv.as_int(v) for v in rv.node_label_values(pod_spec, rv.KARPENTER_GPU_MEMORY_LABEL)]
-        gpus = [g for v in values for g in karpenter_gpus(v, [m for m in memory if m])]
-        if gpus:
-            return gpus, ""
-        return [], f"node label {rv.KARPENTER_GPU_NAME_LABEL}: no GPU in the catalog matches {', '.join(values)}"
-    return [], (
-        f"the pod names no GPU type; add a nodeSelector or required node affinity on {rv.GPU_LABEL}, "
-        f"{rv.INSTANCE_TYPE_LABEL} or {rv.KARPENTER_GPU_NAME_LABEL}"
-    )
+    """GPU types the pod may land on, from the node labels it requires; ([], why) when they cannot be told.
+
+    Read as the scheduler reads them: the nodeSelector AND any one of the required node affinity terms. Labels
+    naming the GPU: ours (`vllm-fleet/gpu`), GPU feature discovery's `nvidia.com/gpu.product`, the well-known
+    `node.kubernetes.io/instance-type` (GPU from the instance catalog) and Karpenter's
+    `karpenter.k8s.aws/instance-gpu-name` (with `instance-gpu-memory` to tell A100 sizes apart).
+    """
+    selector, terms = rv.node_requirements(pod_spec)
+    from_selector, why = _gpus_required(selector)
+    if why:
+        return [], why
+    from_terms: list[Gpu] | None = None
+    if terms:
+        results = [_gpus_required(term) for term in terms]
+        why = next((w for _, w in results if w), "")
+        if why:
+            return [], why
+        if all(gpus is not None for gpus, _ in results):
+            from_terms = _unique([g for gpus, _ in results for g in gpus])
+        elif from_selector is None:
+            return [], (
+                "a required node affinity term names no GPU, so the pod may land on any GPU node; "
+                f"name the GPU in every term or in the nodeSelector ({NO_GPU_LABEL.removeprefix('add a nodeSelector or required node affinity on ')})"
+            )
+    if from_selector is not None and from_terms is not None:
+        both = [g for g in from_selector if g.name in {t.name for t in from_terms}]
+        if not both:
+            return [], (
+                f"the nodeSelector asks for {_names(from_selector)} but the node affinity for {_names(from_terms)}; "
+                "no node has both"
+            )
+        return both, ""
+    if from_selector is not None:
+        return from_selector, ""
+    if from_terms is not None:
+        return from_terms, ""
+    return [], f"the pod names no GPU type; {NO_GPU_LABEL}"
+
+
+def _gpus_required(requirements: Mapping[str, list[str]]) -> tuple[list[Gpu] | None, str]:
+    """GPUs a node matching all `requirements` (ANDed label values) may have: None when no GPU label is among
+    them, ([], why) when a value is not one the catalog can size."""
+    found: list[list[Gpu]] = []
+    for key in GPU_LABEL_KEYS:
+        values = requirements.get(key)
+        if not values:
+            continue
+        if key == rv.GPU_LABEL:
+            unknown = [v for v in values if not _is_gpu(v)]
+            if unknown:
+                return [], f"node label {key}: {unknown[0]!r} is not a GPU in the catalog"
+            gpus = [get_gpu(v) for v in values]
+        elif key == rv.GFD_PRODUCT_LABEL:
+            gpus = []
+            for value in values:
+                gpu, why = gfd_gpu(value)
+                if gpu is None:
+                    return [], why
+                gpus.append(gpu)
+        elif key == rv.INSTANCE_TYPE_LABEL:
+            gpus, why = _gpus_from_instances(values, f"node label {key}")
+            if why:
+                return [], why
+        else:
+            memory = [m for m in (rv.as_int(v) for v in requirements.get(rv.KARPENTER_GPU_MEMORY_LABEL, [])) if m]
+            gpus = [g for v in values for g in karpenter_gpus(v, memory)]
+            if not gpus:
+                return [], f"node label {key}: no GPU in the catalog matches {', '.join(values)}"
+        found.append(_unique(gpus))
+    if not found:
+        return None, ""
+    common = set.intersection(*({g.name for g in gpus} for gpus in found))
+    if not common:
+        return [], f"the node labels ask for {' and '.join(_names(g) for g in found)} at once; no node has both"
+    return [g for g in found[0] if g.name in common], ""
+
+
+def gfd_gpu(product: str) -> tuple[Gpu | None, str]:
+    """The GPU a GPU-feature-discovery `nvidia.com/gpu.product` value names, or (None, why).
+
+    A MIG slice ("...-MIG-1g.5gb") or a time-sliced GPU ("...-SHARED") is not the whole GPU's memory: sizing the
+    server as if it were would pass a model that cannot start, so those are reported as not checkable.
+    """
+    where = f"node label {rv.GFD_PRODUCT_LABEL}: {product!r}"
+    if product.endswith("-SHARED"):
+        return None, f"{where} is a time-sliced GPU shared between pods; its memory is not reserved per server"
+    if "-MIG-" in product:
+        base, profile = product.split("-MIG-", 1)
+        return None, f"{where} is a MIG slice ({profile}) of {base}, not a whole GPU; the catalog sizes whole GPUs"
+    try:
+        return get_gpu(product), ""
+    except InputError:
+        return None, f"{where} is not a GPU in the catalog"
+
+
+def _unique(gpus: list[Gpu]) -> list[Gpu]:
+    return list({g.name: g for g in gpus}.values())
+
+
+def _names(gpus: list[Gpu]) -> str:
+    return "/".join(g.name for g in gpus)
 
 
 def _is_gpu(name: str) -> bool:

@@ -8,6 +8,11 @@ A stack rule (the settings live in resources beside the bucket). For every `aws:
   `aws:s3/bucketAcl:BucketAcl`, and no grant to the AllUsers / AuthenticatedUsers groups;
 - no bucket policy statement that allows everyone (Principal "*") without a condition.
 
+Every `aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock` with any of the four settings false or unset (the
+provider's default for each is false) is reported on its own URN, whether or not its bucket is in the stack
+(an imported or pre-existing bucket) and even under an account-wide block: a block that turns a setting off
+says the bucket is meant to be reachable, and removing the account block would make it so.
+
 A bucket-level resource belongs to a bucket when its `bucket` input is the bucket's name or id, or, when the
 name is not known yet, when it is the only bucket under the same parent component.
 """
@@ -48,11 +53,23 @@ def owner_of(resource: rv.Resource, buckets: list[rv.Resource]) -> rv.Resource |
     return siblings[0] if len(siblings) == 1 else None
 
 
+def settings_off(block: rv.Resource) -> list[str]:
+    """The public access block settings not set to true."""
+    return [s for s in BLOCK_SETTINGS if not rv.as_bool(rv.dig(block.props, s))]
+
+
 def check(resources: Iterable[rv.Resource]) -> list[rv.Finding]:
     resources = list(resources)
     buckets = [r for r in resources if r.type in BUCKET_TYPES]
+    findings: list[rv.Finding] = []
+    for block in (r for r in resources if r.type == ACCESS_BLOCK):
+        off = settings_off(block)
+        if off:
+            target = rv.dig(block.props, "bucket")
+            of = f" for bucket {str(target)!r}" if target else ""
+            findings.append(rv.Finding(block.urn, f"S3 public access block {block.name!r}{of} leaves {', '.join(off)} off (false or unset); set all four true"))
     if not buckets:
-        return []
+        return findings
     account_blocked = any(
         r.type == ACCOUNT_ACCESS_BLOCK and all(rv.as_bool(rv.dig(r.props, s)) for s in BLOCK_SETTINGS) for r in resources
     )
@@ -67,18 +84,12 @@ def check(resources: Iterable[rv.Resource]) -> list[rv.Finding]:
         if owner is not None:
             target.setdefault(owner.urn or owner.name, []).append(res)
 
-    findings: list[rv.Finding] = []
     for bucket in buckets:
         key = bucket.urn or bucket.name
         label = f"S3 bucket {bucket.name!r}"
         if not account_blocked:
-            mine = blocks.get(key, [])
-            if not mine:
+            if not blocks.get(key):  # a block of its own with settings off is reported above, on the block
                 findings.append(rv.Finding(bucket.urn, f"{label} has no public access block with all four settings true ({', '.join(BLOCK_SETTINGS)})"))
-            else:
-                off = [s for s in BLOCK_SETTINGS if not any(rv.as_bool(rv.dig(b.props, s)) for b in mine)]
-                if off:
-                    findings.append(rv.Finding(bucket.urn, f"{label}: its public access block leaves {', '.join(off)} off"))
         for source in [bucket, *acls.get(key, [])]:
             acl = rv.dig(source.props, "acl")
             if acl in PUBLIC_ACLS:

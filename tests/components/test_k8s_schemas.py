@@ -261,8 +261,9 @@ def _checkov() -> str | None:
 
 
 @pytest.mark.skipif(_checkov() is None, reason="checkov is not installed (pip install checkov)")
-def test_checkov_on_the_rendered_workload(tmp_path):
-    docs = [m for m in service_manifests("deployment") if m["kind"] in ("Deployment", "Service", "NetworkPolicy")]
+@pytest.mark.parametrize("case", ["deployment", "lora-api-key-value"])  # the second adds the lora-sync sidecar
+def test_checkov_on_the_rendered_workload(tmp_path, case):
+    docs = [m for m in service_manifests(case) if m["kind"] in ("Deployment", "Service", "NetworkPolicy")]
     assert len(docs) == 3
     for doc in docs:
         (tmp_path / f"{doc['kind'].lower()}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))

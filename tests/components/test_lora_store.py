@@ -276,6 +276,13 @@ def test_kubernetes_pod_with_the_sidecar_is_valid():
     sidecar = s.kubernetes_init_container(api_key_secret=("vllm-api-key", "key"))
     assert sidecar["image"] == DEFAULT_SYNC_IMAGE and ":" in sidecar["image"] and not sidecar["image"].endswith(":latest")
     assert sidecar["restartPolicy"] == "Always"
+    # hardened like the vLLM container: pull policy, requests = limits (CPU too), non-root and read-only
+    assert sidecar["imagePullPolicy"] == "Always"
+    assert sidecar["resources"] == {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "250m", "memory": "512Mi"}}
+    assert sidecar["securityContext"] == {
+        "runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+    }
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in sidecar["env"]}
     assert env["LORA_BUCKET"] == "acme-lora" and env["LORA_DIR"] == LORA_CACHE_DIR and env["LORA_PREFIX"] == "adapters/"
     assert env["VLLM_API_KEY"] == {"secretKeyRef": {"name": "vllm-api-key", "key": "key"}}

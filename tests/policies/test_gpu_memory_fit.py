@@ -20,7 +20,7 @@ L8B = "meta-llama/Llama-3.1-8B-Instruct"
 L70B = "meta-llama/Llama-3.1-70B-Instruct"
 L405B = "meta-llama/Llama-3.1-405B-Instruct"
 NO_GPU_TYPE = (
-    "the pod names no GPU type; add a nodeSelector or required node affinity on vllm-fleet/gpu, "
+    "the pod names no GPU type; add a nodeSelector or required node affinity on vllm-fleet/gpu, nvidia.com/gpu.product, "
     "node.kubernetes.io/instance-type or karpenter.k8s.aws/instance-gpu-name"
 )
 
@@ -255,3 +255,81 @@ def test_advisories_and_violations_split():
     props = deployment(pod_spec(container(args=[L8B])))
     assert fit.violations(DEP, props) == []
     assert len(fit.advisories(DEP, props)) == 1
+
+
+# ---- which GPU a pod's node labels name ------------------------------------------------------------------
+GFD = "nvidia.com/gpu.product"
+ITYPE = "node.kubernetes.io/instance-type"
+KGPU = "karpenter.k8s.aws/instance-gpu-name"
+KMEM = "karpenter.k8s.aws/instance-gpu-memory"
+
+
+def expr(key: str, *values: str, op: str = "In") -> dict:
+    return {"key": key, "operator": op, "values": list(values)}
+
+
+def terms(*exprs_per_term: list[dict]) -> dict:
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": e} for e in exprs_per_term]}}}
+
+
+LABEL_CASES = [
+    # id, nodeSelector, affinity, GPU names (or the reason none)
+    ("gfd-a10g", {GFD: "NVIDIA-A10G"}, None, ["A10G"]),
+    ("gfd-h100", {GFD: "NVIDIA-H100-80GB-HBM3"}, None, ["H100-80GB"]),
+    ("gfd-l40s", {GFD: "NVIDIA-L40S"}, None, ["L40S"]),
+    ("gfd-old-driver-name", {GFD: "A100-SXM4-40GB"}, None, ["A100-40GB"]),
+    ("gfd-tesla-t4", {GFD: "Tesla-T4"}, None, ["T4"]),
+    ("gfd-in-affinity", None, terms([expr(GFD, "NVIDIA-L4", "NVIDIA-A10G")]), ["L4", "A10G"]),
+    ("instance-type-in-affinity", None, terms([expr(ITYPE, "g6e.12xlarge", "p5.48xlarge")]), ["L40S", "H100-80GB"]),
+    ("karpenter-in-selector", {KGPU: "l40s"}, None, ["L40S"]),
+    ("karpenter-h100-in-affinity", None, terms([expr(KGPU, "h100")]), ["H100-80GB"]),
+    ("karpenter-a100-sized-by-memory", None, terms([expr(KGPU, "a100"), expr(KMEM, "81920")]), ["A100-80GB"]),
+    ("ored-terms-with-different-labels", None, terms([expr(GFD, "NVIDIA-H100-80GB-HBM3")], [expr(ITYPE, "g5.12xlarge")]), ["H100-80GB", "A10G"]),
+    ("selector-and-affinity-intersect", {KGPU: "a10g"}, terms([expr(ITYPE, "g5.12xlarge", "g6e.12xlarge")]), ["A10G"]),
+    ("labels-in-one-term-and", None, terms([expr(ITYPE, "g5.12xlarge", "p5.48xlarge"), expr(GFD, "NVIDIA-H100-80GB-HBM3")]), ["H100-80GB"]),
+    ("notin-names-nothing", None, terms([expr(GFD, "NVIDIA-A10G", op="NotIn"), expr(ITYPE, "g6e.xlarge")]), ["L40S"]),
+    (
+        "mig-slice-is-not-a-whole-gpu",
+        {GFD: "NVIDIA-A100-SXM4-40GB-MIG-1g.5gb"},
+        None,
+        "node label nvidia.com/gpu.product: 'NVIDIA-A100-SXM4-40GB-MIG-1g.5gb' is a MIG slice (1g.5gb) of NVIDIA-A100-SXM4-40GB, "
+        "not a whole GPU; the catalog sizes whole GPUs",
+    ),
+    (
+        "time-sliced-gpu",
+        {GFD: "NVIDIA-A10G-SHARED"},
+        None,
+        "node label nvidia.com/gpu.product: 'NVIDIA-A10G-SHARED' is a time-sliced GPU shared between pods; its memory is not reserved per server",
+    ),
+    ("unknown-gfd-product", {GFD: "NVIDIA-GeForce-RTX-3070"}, None, "node label nvidia.com/gpu.product: 'NVIDIA-GeForce-RTX-3070' is not a GPU in the catalog"),
+    (
+        "a-term-without-a-gpu-label-allows-any-gpu",
+        None,
+        terms([expr(ITYPE, "p5.48xlarge")], [expr("karpenter.sh/capacity-type", "spot")]),
+        "a required node affinity term names no GPU, so the pod may land on any GPU node; name the GPU in every term or in the "
+        "nodeSelector (vllm-fleet/gpu, nvidia.com/gpu.product, node.kubernetes.io/instance-type or karpenter.k8s.aws/instance-gpu-name)",
+    ),
+    ("the-selector-still-names-it", {GFD: "NVIDIA-L40S"}, terms([expr("karpenter.sh/capacity-type", "spot")]), ["L40S"]),
+    (
+        "selector-and-affinity-disagree",
+        {GFD: "NVIDIA-A10G"},
+        terms([expr(KGPU, "h100")]),
+        "the nodeSelector asks for A10G but the node affinity for H100-80GB; no node has both",
+    ),
+    (
+        "one-term-two-gpus",
+        None,
+        terms([expr(GFD, "NVIDIA-A10G"), expr(KGPU, "h100")]),
+        "the node labels ask for A10G and H100-80GB at once; no node has both",
+    ),
+]
+
+
+@pytest.mark.parametrize("selector, aff, expected", [c[1:] for c in LABEL_CASES], ids=[c[0] for c in LABEL_CASES])
+def test_gpus_from_node_labels(selector, aff, expected):
+    spec = pod_spec(container(args=[L8B]), node_selector=selector, affinity=aff)
+    gpus, why = fit.gpus_from_node_labels(spec)
+    if isinstance(expected, list):
+        assert ([g.name for g in gpus], why) == (expected, "")
+    else:
+        assert (gpus, why) == ([], expected)

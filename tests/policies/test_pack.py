@@ -15,7 +15,7 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
-from pulumi_policy.proxy import unknown_checking_proxy
+from policies.unknowns import checking_view as unknown_checking_proxy  # props behind read-only views, as pulumi_policy serves them
 
 from components.sizing import prices
 from policies import pack
@@ -85,11 +85,87 @@ def test_config_schemas():
 
 def test_pack_files():
     meta = yaml.safe_load((POLICIES_DIR / "PulumiPolicy.yaml").read_text())
-    assert meta["runtime"] == "python" and meta["description"]
-    requirements = (POLICIES_DIR / "requirements.txt").read_text()
-    assert "pulumi-policy" in requirements and "-e .." in requirements
+    # the venv `pulumi install` creates is the one the pack runs in only when PulumiPolicy.yaml names it
+    assert meta["runtime"] == {"name": "python", "options": {"virtualenv": "venv"}} and meta["description"]
     main = (POLICIES_DIR / "__main__.py").read_text()
     assert "PolicyPack(name=PACK_NAME, policies=POLICIES" in main
+
+
+def _requirement_lines() -> list[str]:
+    lines = [line.split("#", 1)[0].strip() for line in (POLICIES_DIR / "requirements.txt").read_text().splitlines()]
+    return [line for line in lines if line]
+
+
+def test_requirements_install_the_project_from_the_pack_directory():
+    """pip runs with the pack directory as working directory (Pulumi's pip toolchain sets cmd.Dir), where `..`
+    is the repository root: the project whose packages the pack imports."""
+    import tomllib
+
+    lines = _requirement_lines()
+    assert "-e .." in lines
+    root = (POLICIES_DIR / "..").resolve()
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    include = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    assert {"components*", "policies*"} <= set(include)
+    assert any(d.startswith("pulumi-policy") for d in pyproject["project"]["dependencies"])
+
+
+def _imports(path: Path) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_requirements_bring_everything_the_pack_imports():
+    """Every module the pack imports, and every project module those import in turn, is the standard library, a
+    project package (`-e ..`), or comes from a distribution the requirements pull in (with their dependencies)."""
+    import importlib.metadata as md
+    import re
+    import sys
+
+    from packaging.requirements import Requirement
+
+    root = POLICIES_DIR.parent
+    seen, todo, external = set(), [*POLICIES_DIR.rglob("*.py")], set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _imports(path):
+            top = name.split(".")[0]
+            if top in sys.stdlib_module_names or top == "__future__":
+                continue
+            if top in ("components", "policies", "stacks"):
+                parts = name.split(".")
+                for n in range(len(parts), 0, -1):
+                    module = root.joinpath(*parts[:n])
+                    candidates = [module.with_suffix(".py"), module / "__init__.py"]
+                    todo += [c for c in candidates if c.exists()]
+                continue
+            external.add(top)
+    assert "pulumi_policy" in external and "components" not in external
+
+    pyproject_deps = __import__("tomllib").loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    wanted = [Requirement(r) for r in pyproject_deps + [line for line in _requirement_lines() if not line.startswith("-")]]
+    closure: set[str] = set()
+    while wanted:
+        req = wanted.pop()
+        key = re.sub(r"[-_.]+", "-", req.name).lower()
+        if key in closure or (req.marker is not None and not req.marker.evaluate({"extra": ""})):
+            continue
+        closure.add(key)
+        wanted += [Requirement(r) for r in (md.requires(req.name) or [])]
+    providers = md.packages_distributions()
+    for top in sorted(external):
+        dists = {re.sub(r"[-_.]+", "-", d).lower() for d in providers.get(top, [])}
+        assert dists & closure, f"the pack imports {top} ({dists or 'no distribution'}) but policies/requirements.txt does not bring it"
 
 
 # ---- each policy through its validate callable ----------------------------------------------------------

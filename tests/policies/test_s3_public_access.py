@@ -38,11 +38,6 @@ CASES = [
     ("tls-only-deny-policy-is-fine", [bucket(), block(), res("aws:s3/bucketPolicy:BucketPolicy", "p", {"bucket": "acme-loras", "policy": TLS_ONLY})], []),
     ("no-block", [bucket()], [NO_BLOCK]),
     ("block-for-another-bucket", [bucket(), block("someone-else", parent=None)], [NO_BLOCK]),
-    (
-        "block-with-settings-off",
-        [bucket(), block(blockPublicPolicy=False, restrictPublicBuckets=False)],
-        ["S3 bucket 'loras-bucket': its public access block leaves blockPublicPolicy, restrictPublicBuckets off"],
-    ),
     ("public-canned-acl", [bucket(acl="public-read"), block()], ["S3 bucket 'loras-bucket' has the public ACL 'public-read'"]),
     (
         "acl-resource-granting-all-users",
@@ -88,3 +83,23 @@ def test_public_access(resources, messages):
 
 def test_no_buckets_no_findings():
     assert s3_public_access.check([block()]) == []
+
+
+PAB_URN = urn(PAB, "loras-public-access")
+OFF_CASES = [
+    ("two-settings-false", [bucket(), block(blockPublicPolicy=False, restrictPublicBuckets=False)], "blockPublicPolicy, restrictPublicBuckets"),
+    *[(f"{flag}-false", [bucket(), block(**{flag: False})], flag) for flag in ALL_ON],
+    ("a-setting-unset", [bucket(), res(PAB, "loras-public-access", {"bucket": "acme-loras", "blockPublicAcls": True}, parent=STORE)],
+     "blockPublicPolicy, ignorePublicAcls, restrictPublicBuckets"),
+    ("the-bucket-is-not-in-the-stack", [block(ignorePublicAcls=False)], "ignorePublicAcls"),
+    ("under-an-account-wide-block", [bucket(), block(blockPublicAcls=False), res("aws:s3/accountPublicAccessBlock:AccountPublicAccessBlock", "account", ALL_ON)], "blockPublicAcls"),
+    ("string-false-as-some-providers-send-it", [bucket(), block(restrictPublicBuckets="false")], "restrictPublicBuckets"),
+]
+
+
+@pytest.mark.parametrize("resources, off", [c[1:] for c in OFF_CASES], ids=[c[0] for c in OFF_CASES])
+def test_a_block_with_any_setting_off_is_reported_on_the_block(resources, off):
+    """Reported once, on the access block (the bucket is not reported again for having no block)."""
+    assert s3_public_access.check(resources) == [
+        (PAB_URN, f"S3 public access block 'loras-public-access' for bucket 'acme-loras' leaves {off} off (false or unset); set all four true")
+    ]
