@@ -65,6 +65,41 @@ class StackConfig(BaseModel):
     hf_token_secret_arn: str | None = Field(None, alias="hfTokenSecretArn", description="Secrets Manager ARN of a Hugging Face token (gated models such as Llama).")
     spot_fraction: float | None = Field(None, alias="spotFraction", ge=0, le=1, description="Share of GPU capacity on spot, with on-demand fallback (default 0.7 in dev, 0.5 in prod).")
 
+    # --- GPU node AMI (operations) ---
+    ami_version: str | None = Field(
+        None,
+        alias="amiVersion",
+        description="AMI release of the GPU nodes: EKS `v20260818` (Karpenter al2023@v20260818), ECS `20261113`. Default: "
+        "the release pinned in components/sizing/data/node_images.json. 'latest' (dev only) replaces every GPU node at each AMI release.",
+        validate_default=True,
+    )
+
+    @field_validator("ami_version")
+    @classmethod
+    def _ami_version(cls, value: str | None, info) -> str | None:
+        """The node AMI: pinned in prod, and able to run the vLLM image (the error names vllm-fleet:amiVersion)."""
+        from components.sizing import node_images
+        from components.vllm import DEFAULT_IMAGE
+
+        platform, environment = info.data.get("platform"), info.data.get("environment", "dev")
+        if platform is None:  # already refused
+            return value
+        version = value or node_images.default_ami_version(platform)
+        try:
+            node_images.validate_ami_version(platform, version, environment, "amiVersion")
+        except InputError as exc:
+            raise ValueError(exc.message) from None
+        mismatch = node_images.image_ami_mismatch(DEFAULT_IMAGE, platform, version)
+        if mismatch:
+            raise ValueError(mismatch)
+        return value
+
+    @property
+    def effective_ami_version(self) -> str:
+        from components.sizing.node_images import default_ami_version
+
+        return self.ami_version or default_ami_version(self.platform)
+
     @property
     def effective_spot_fraction(self) -> float:
         if self.spot_fraction is not None:
@@ -99,6 +134,7 @@ KEY_NAMES = {
     "monthly_budget_usd": "monthlyBudgetUsd", "monthlyBudgetUsd": "monthlyBudgetUsd", "models": "models",
     "lora": "lora", "domain": "domain", "hosted_zone_id": "hostedZoneId", "allow_plain_http": "allowPlainHttp",
     "hf_token_secret_arn": "hfTokenSecretArn", "allowed_cidrs": "allowedCidrs", "spotFraction": "spotFraction", "spot_fraction": "spotFraction",
+    "ami_version": "amiVersion",
 }
 
 

@@ -171,6 +171,15 @@ _CALLS: dict[str, Callable[[dict, str], dict]] = {
         "id": a.get("name"),
         "version": 1,
     },
+    # A pinned ECS GPU AMI release is looked up by its exact name (owner amazon); answer with that name.
+    "aws:ec2/getAmi:getAmi": lambda a, r: {
+        "id": "ami-0fedcba9876543210",
+        "imageId": "ami-0fedcba9876543210",
+        "name": next((f["values"][0] for f in a.get("filters") or [] if f.get("name") == "name"), "ami"),
+        "ownerId": "591542846629",
+        "architecture": "x86_64",
+        "arn": f"arn:aws:ec2:{r}::image/ami-0fedcba9876543210",
+    },
     "aws:ec2/getVpc:getVpc": lambda a, r: {"id": a.get("id", "vpc-0offline"), "cidrBlock": "10.0.0.0/16", "arn": "arn:aws:ec2:vpc"},
     "aws:elb/getServiceAccount:getServiceAccount": lambda a, r: {"arn": "arn:aws:iam::127311923021:root", "id": "127311923021"},
     # MultiRegionLB looks a regional load balancer up by ARN (through that region's provider).

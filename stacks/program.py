@@ -92,6 +92,8 @@ def _node_pool(name: str, md: ModelDeployment, cluster: GpuCluster, engine: Vllm
             # ECS: an on-demand base that keeps half the steady state up whatever spot does.
             on_demand_base=max(1, md.nodes_min // 2) if config.environment == "prod" else 0,
             spot_percentage=int(round(md.spot_fraction * 100)),
+            ami_version=config.effective_ami_version,
+            images=[engine.image],
         ),
         opts=opts,
     )
