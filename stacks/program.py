@@ -179,7 +179,9 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
                     tenants=max(lora.tenants, 1),
                     max_loras=lora.max_loras,
                     max_lora_rank=lora.max_lora_rank,
+                    # dev: `pulumi destroy` deletes the adapters with the bucket; prod: bucket and key stay in AWS.
                     force_destroy=config.environment == "dev",
+                    retain_on_delete=config.environment == "prod",
                 ),
                 opts=opts,
             )
