@@ -48,7 +48,7 @@ def test_ecs_ami_name_for_known_and_unknown_releases():
     assert node_images.ecs_ami_name("20270105") == "al2023-ami-ecs-gpu-hvm-2023.0.20270105-kernel-6.1-x86_64-ebs"
 
 
-BASE = {"vllm-fleet:tier": "small", "aws:region": "us-east-1"}
+BASE = {"vllm-fleet:tier": "small", "aws:region": "us-east-1", "vllm-fleet:dockerHubCredentialSecret": "ecr-pullthroughcache/docker-hub"}
 
 
 @pytest.mark.parametrize(

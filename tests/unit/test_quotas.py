@@ -58,7 +58,8 @@ def test_preview_shows_the_eu_west_1_a100_need(capsys):
 
 def _medium_eu(tmp_path) -> Path:
     path = tmp_path / "Pulumi.eu.yaml"
-    config = {"aws:region": "eu-west-1", "vllm-fleet:tier": "medium", "vllm-fleet:platform": "eks", "vllm-fleet:environment": "prod"}
+    config = {"aws:region": "eu-west-1", "vllm-fleet:tier": "medium", "vllm-fleet:platform": "eks", "vllm-fleet:environment": "prod",
+              "vllm-fleet:dockerHubCredentialSecret": "ecr-pullthroughcache/docker-hub"}
     path.write_text(yaml.safe_dump({"config": config}))
     return path
 
