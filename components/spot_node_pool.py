@@ -303,6 +303,7 @@ class SpotNodePool(pulumi.ComponentResource):
             "spot_fraction": pool_spot_fraction(args, platform),
             "ami_version": ami_version,
             "nvidia_driver_branch": node_images.ami_driver_branch(platform, ami_version),
+            "images": list(args.images),
         }
         super().__init__("vllm-fleet:index:SpotNodePool", name, props, opts)
         # Set after super().__init__: the component turns each props key into an Output attribute.
