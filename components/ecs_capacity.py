@@ -4,7 +4,8 @@
 - an instance role + profile (AmazonEC2ContainerServiceforEC2Role for the ECS agent, AmazonSSMManagedInstanceCore
   for Session Manager instead of SSH) and a security group with no ingress (awsvpc tasks have their own ENIs
   and security groups; the instance only needs HTTPS out to ECS, ECR and SSM);
-- a launch template: the ECS GPU-optimized AL2023 AMI from its public SSM parameter, IMDSv2 required, an
+- a launch template: the ECS GPU-optimized AMI of a pinned release (found by its AMI name; `latest` in dev reads
+  the `recommended` SSM parameter), IMDSv2 required, an
   encrypted gp3 root volume sized for the image and weights cache, and user data that joins the cluster with
   GPU support, spot draining, and IMDS blocked for awsvpc tasks;
 - an Auto Scaling group with a mixed-instances policy (on-demand base, spot share, price-capacity-optimized,

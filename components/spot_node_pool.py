@@ -5,7 +5,8 @@ The NodePool allows both capacity types; Karpenter launches spot when it can and
 unavailable (karpenter.sh/docs/concepts/nodepools: "if both are allowed, spot is prioritized"). Nodes carry the
 `nvidia.com/gpu` NoSchedule taint and the `vllm-fleet/gpu: <GPU>` label; the pool is capped in GPUs; empty
 nodes are consolidated, never busy ones (moving a loaded model costs minutes of GPU time). The node class uses
-the EKS-optimized AL2023 AMI alias (Karpenter picks its NVIDIA variant for GPU instance types), an encrypted
+the EKS-optimized AL2023 AMI alias of a pinned release, al2023@<ami_version> (Karpenter picks its NVIDIA variant
+for GPU instance types; `latest` only outside prod), an encrypted
 gp3 root volume sized from the model weights, IMDSv2 with hop limit 1, and finds subnets and security groups
 by the cluster's `karpenter.sh/discovery` tag.
 

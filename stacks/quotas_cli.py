@@ -42,7 +42,9 @@ class AwsUnavailable(InputError):
 def _client_factory() -> Callable[[str], Any]:
     import boto3
 
-    return lambda region: boto3.client("service-quotas", region_name=region)
+    # A fresh session: the credentials of the environment at the time of the check, not a cached default session's.
+    session = boto3.session.Session()
+    return lambda region: session.client("service-quotas", region_name=region)
 
 
 def account_quota(client, code: str) -> tuple[float, bool]:
