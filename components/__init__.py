@@ -22,6 +22,8 @@ _EXPORTS = {
     "LoraStoreArgs": "components.lora_store",
     "MultiRegionLB": "components.multi_region_lb",
     "MultiRegionLBArgs": "components.multi_region_lb",
+    "ImageCache": "components.image_cache",
+    "ImageCacheArgs": "components.image_cache",
     "VllmEngine": "components.vllm",
 }
 

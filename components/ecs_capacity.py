@@ -4,7 +4,8 @@
 - an instance role + profile (AmazonEC2ContainerServiceforEC2Role for the ECS agent, AmazonSSMManagedInstanceCore
   for Session Manager instead of SSH) and a security group with no ingress (awsvpc tasks have their own ENIs
   and security groups; the instance only needs HTTPS out to ECS, ECR and SSM);
-- a launch template: the ECS GPU-optimized AL2023 AMI from its public SSM parameter, IMDSv2 required, an
+- a launch template: the ECS GPU-optimized AMI of a pinned release (found by its AMI name; `latest` in dev reads
+  the `recommended` SSM parameter), IMDSv2 required, an
   encrypted gp3 root volume sized for the image and weights cache, and user data that joins the cluster with
   GPU support, spot draining, and IMDS blocked for awsvpc tasks;
 - an Auto Scaling group with a mixed-instances policy (on-demand base, spot share, price-capacity-optimized,
@@ -31,11 +32,14 @@ import pulumi
 import pulumi_aws as aws
 
 from .network import Network
+from .sizing import node_images
 from .sizing.errors import InputError
 from .sizing.instances import InstanceType, get_instance
 from .vllm import SPOT_NOTICE_SECONDS
 
-# docs.aws.amazon.com/AmazonECS/latest/developerguide/retrieve-ecs-optimized_AMI.html (GPU variant, AL2023)
+# docs.aws.amazon.com/AmazonECS/latest/developerguide/retrieve-ecs-optimized_AMI.html (GPU variant, AL2023):
+# `recommended` moves with every ECS AMI release, so only ami_version="latest" (dev) reads it; a pinned release is
+# found by its exact AMI name (owner amazon), the name its release notes give (components/sizing/node_images.py).
 ECS_GPU_AMI_PARAMETER = "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
 ROOT_DEVICE = "/dev/xvda"  # root device name of the ECS-optimized AL2023 AMIs
 MIN_ROOT_VOLUME_GIB = 30  # the ECS GPU AMI's own snapshot is 30 GiB
@@ -242,6 +246,7 @@ def build_ecs_capacity(
     root_volume_gib: int,
     environment: str,
     attach_to_cluster: bool = True,
+    ami_version: str | None = None,
 ) -> EcsCapacityParts:
     """GPU capacity for an ECS cluster. `attach_to_cluster=False` leaves the ClusterCapacityProviders to the
     caller (ECS allows one such resource per cluster: a cluster with several pools must attach them together,
@@ -252,6 +257,9 @@ def build_ecs_capacity(
     types = validate_instance_types(instance_types)
     validate_sizes(min_size, max_size, on_demand_base, spot_percentage)
     validate_root_volume(root_volume_gib)
+    ami_version = node_images.validate_ami_version(
+        "ecs", ami_version or node_images.default_ami_version("ecs"), environment, "ami_version"
+    )
     opts = pulumi.ResourceOptions(parent=parent)
     invoke_opts = pulumi.InvokeOutputOptions(parent=parent)
     partition = aws.get_partition_output(opts=invoke_opts).partition
@@ -287,10 +295,18 @@ def build_ecs_capacity(
         opts=opts,
     )
 
-    ami = aws.ssm.get_parameter_output(name=ECS_GPU_AMI_PARAMETER, opts=invoke_opts)
+    if ami_version == node_images.LATEST:
+        image_id = aws.ssm.get_parameter_output(name=ECS_GPU_AMI_PARAMETER, opts=invoke_opts).insecure_value
+    else:
+        image_id = aws.ec2.get_ami_output(
+            owners=[node_images.ECS_AMI_OWNER],
+            filters=[{"name": "name", "values": [node_images.ecs_ami_name(ami_version)]}],
+            most_recent=True,
+            opts=invoke_opts,
+        ).id
     template = aws.ec2.LaunchTemplate(
         f"{name}-lt",
-        image_id=ami.insecure_value,
+        image_id=image_id,
         instance_type=None,  # from the ASG's overrides
         iam_instance_profile={"arn": profile.arn},
         vpc_security_group_ids=[sg.id],
@@ -329,6 +345,9 @@ def build_ecs_capacity(
         max_size=max_size,
         capacity_rebalance=True,  # replace spot instances on a rebalance recommendation, before the notice
         protect_from_scale_in=True,  # required by the capacity provider's managed termination protection
+        # Scale-in protected instances block DeleteAutoScalingGroup; force delete terminates them on `pulumi destroy`
+        # (the services using them are deleted first: they depend on the capacity provider).
+        force_delete=True,
         health_check_type="EC2",
         default_instance_warmup=INSTANCE_WARMUP_SECONDS,
         mixed_instances_policy={

@@ -48,7 +48,16 @@ from .iam import service_trust_policy
 from .lora_store import resolve_lora_engine
 from .sizing.errors import InputError
 from .sizing.instances import InstanceType
-from .vllm import API_KEY_ENV, HF_TOKEN_ENV, MODEL_CACHE_PATH, SPOT_NOTICE_SECONDS, VllmEngine, engine_props
+from .vllm import (
+    API_KEY_ENV,
+    HF_TOKEN_ENV,
+    MODEL_CACHE_PATH,
+    PULL_THROUGH_ACTIONS,
+    SPOT_NOTICE_SECONDS,
+    VllmEngine,
+    ecr_repository_arn,
+    engine_props,
+)
 
 CONTAINER_NAME = "vllm"
 # ECS caps a container health check's startPeriod at 300 s (HealthCheck.startPeriod, ECS API reference). A model
@@ -259,7 +268,7 @@ def listener_conditions(path_pattern: str | None, host_header: str | None) -> li
     return conditions or [{"path_pattern": {"values": ["/*"]}}]
 
 
-def execution_policy(log_group_arn: str, secret_arns: list[str], kms_key_arns: list[str], ecr: bool) -> dict[str, Any]:
+def execution_policy(log_group_arn: str, secret_arns: list[str], kms_key_arns: list[str], ecr: bool | str) -> dict[str, Any]:
     """What ECS needs to start the task: write its logs, read exactly its secrets, pull from ECR if the image is there."""
     statements: list[dict[str, Any]] = [
         {"Sid": "Logs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"], "Resource": f"{log_group_arn}:*"}
@@ -276,6 +285,10 @@ def execution_policy(log_group_arn: str, secret_arns: list[str], kms_key_arns: l
         statements.append(
             {"Sid": "EcrPull", "Effect": "Allow", "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"], "Resource": "*"}
         )
+        repository = ecr_repository_arn(ecr) if isinstance(ecr, str) else None
+        if repository:
+            # A pull-through-cache image: the first pull imports it and creates its repository (ECR pull-through IAM).
+            statements.append({"Sid": "EcrPullThroughCache", "Effect": "Allow", "Action": list(PULL_THROUGH_ACTIONS), "Resource": repository})
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -417,7 +430,8 @@ class EcsVllmTask(pulumi.ComponentResource):
         trust = account.apply(lambda a: service_trust_policy("ecs-tasks.amazonaws.com", a))
         self.execution_role = aws.iam.Role(f"{name}-execution-role", assume_role_policy=trust, tags={"Name": f"{name}-execution-role"}, opts=child)
         kms = [k for k in [args.secrets_kms_key_arn] if k is not None]
-        ecr = is_ecr_image(engine.image)
+        # The image itself when it is in ECR (its repository scopes the pull-through actions), else False.
+        ecr = engine.image if is_ecr_image(engine.image) else False
         policy = pulumi.Output.all(self.log_group.arn, [secrets[k] for k in secret_names], kms).apply(
             lambda a: json.dumps(execution_policy(a[0], list(a[1]), list(a[2]), ecr))
         )

@@ -173,6 +173,11 @@ class LoraStoreArgs(BaseModel):
     noncurrent_version_days: int = Field(30, description="Days replaced/removed adapter versions stay recoverable.")
     abort_multipart_days: int = Field(7, description="Days before an incomplete multipart upload is aborted.")
     force_destroy: bool = Field(False, description="Let `pulumi destroy` delete a non-empty bucket (dev only).")
+    retain_on_delete: bool = Field(
+        False,
+        description="Keep the bucket and its KMS key in AWS when the stack is destroyed (prod): tenants' adapters outlive "
+        "`pulumi destroy` and a re-created stack. Pulumi only forgets them; delete them by hand if you mean to.",
+    )
     reader_role_names: list[Any] = Field(
         default_factory=list, description="IAM role names (ECS task roles, EKS Pod Identity/IRSA roles) to attach the read policy to."
     )
@@ -193,6 +198,8 @@ class LoraStoreArgs(BaseModel):
 
 def validate_lora_store_args(args: LoraStoreArgs) -> None:
     """Refuse settings vLLM or AWS would refuse, naming the field (plain values only)."""
+    if args.force_destroy and args.retain_on_delete:
+        raise InputError("retain_on_delete", "cannot be combined with force_destroy: keep the adapters (prod) or let destroy delete them (dev)")
     if not 1 <= args.tenants <= 1_000_000:
         raise InputError("tenants", f"{args.tenants}; expected 1 to 1,000,000")
     if not 1 <= args.adapters_per_tenant <= 1000:
@@ -545,9 +552,14 @@ class LoraStore(pulumi.ComponentResource):
             "sse_algorithm": "aws:kms",
             "public_access_blocked": True,
             "tls_only": True,
+            # What `pulumi destroy` does to the adapters (preview prints it).
+            "force_destroy": args.force_destroy,
+            "retain_on_delete": args.retain_on_delete,
         }
         super().__init__("vllm-fleet:index:LoraStore", name, props, opts)
         child = pulumi.ResourceOptions(parent=self)
+        # The data and the key that decrypts it: retained on delete in prod (a deleted key makes every object unreadable).
+        kept = pulumi.ResourceOptions(parent=self, retain_on_delete=args.retain_on_delete or None)
         tags = {"vllm-fleet:component": "LoraStore", **args.tags}
 
         if args.kms_key_arn is None:
@@ -557,7 +569,7 @@ class LoraStore(pulumi.ComponentResource):
                 enable_key_rotation=True,
                 deletion_window_in_days=30,
                 tags=tags,
-                opts=child,
+                opts=kept,
             )
             key_arn = self.kms_key.arn
         else:
@@ -569,7 +581,7 @@ class LoraStore(pulumi.ComponentResource):
             bucket=args.bucket_name,
             force_destroy=args.force_destroy,
             tags=tags,
-            opts=child,
+            opts=kept,
         )
         self.ownership = aws.s3.BucketOwnershipControls(
             f"{name}-ownership",

@@ -5,7 +5,8 @@ The NodePool allows both capacity types; Karpenter launches spot when it can and
 unavailable (karpenter.sh/docs/concepts/nodepools: "if both are allowed, spot is prioritized"). Nodes carry the
 `nvidia.com/gpu` NoSchedule taint and the `vllm-fleet/gpu: <GPU>` label; the pool is capped in GPUs; empty
 nodes are consolidated, never busy ones (moving a loaded model costs minutes of GPU time). The node class uses
-the EKS-optimized AL2023 AMI alias (Karpenter picks its NVIDIA variant for GPU instance types), an encrypted
+the EKS-optimized AL2023 AMI alias of a pinned release, al2023@<ami_version> (Karpenter picks its NVIDIA variant
+for GPU instance types; `latest` only outside prod), an encrypted
 gp3 root volume sized from the model weights, IMDSv2 with hop limit 1, and finds subnets and security groups
 by the cluster's `karpenter.sh/discovery` tag.
 
@@ -30,6 +31,8 @@ from .sizing.engine import component_args
 from .sizing.errors import InputError
 from .sizing.gpus import Gpu
 from .sizing.instances import InstanceType, get_instance
+from .sizing import node_images
+from .vllm import DEFAULT_IMAGE
 
 # Root volume: image (~10 GiB compressed vllm-openai, ~30 GiB unpacked with its layers) + the weights twice
 # (the Hub download and its safetensors cache can coexist during an upgrade) + headroom for logs, compile caches.
@@ -60,9 +63,15 @@ class SpotNodePoolArgs(BaseModel):
         0.0, ge=0, description="Largest model's weights (VllmEngine.weights_gib_total()); sizes the root volume."
     )
     root_volume_gib: int | None = Field(None, description="Root volume size; None = sized from model_weights_gib.")
-    ami_alias: str = Field(
-        "al2023@latest",
-        description="Karpenter AMI alias; pin a release (al2023@v20260801) in prod so AMI updates roll out deliberately.",
+    ami_version: str | None = Field(
+        None,
+        description="AMI release of the GPU nodes: EKS `v20260818` (Karpenter alias al2023@v20260818), ECS `20261113` "
+        "(the ECS GPU-optimized AMI of that release). None = the release pinned in components/sizing/data/node_images.json; "
+        "'latest' (dev only) follows every AMI release, which replaces every GPU node.",
+    )
+    images: list[str] = Field(
+        [DEFAULT_IMAGE],
+        description="Container images the pool's nodes run; each must be able to use the AMI's NVIDIA driver (checked).",
     )
     consolidate_after: str = Field("10m", description="Karpenter: how long a node stays empty before it is removed.")
     expire_after: str = Field("720h", description="Karpenter: node lifetime before replacement (patching); 'Never' to keep.")
@@ -266,6 +275,14 @@ class SpotNodePool(pulumi.ComponentResource):
         if args.min_nodes > args.max_nodes:
             raise InputError("min_nodes", f"{args.min_nodes} is above max_nodes {args.max_nodes}")
         store_raid0 = args.instance_store_raid0 and all(i.local_nvme_gb > 0 for i in instances)
+        environment = getattr(cluster, "environment", "dev")
+        ami_version = node_images.validate_ami_version(
+            platform, args.ami_version or node_images.default_ami_version(platform), environment, "ami_version"
+        )
+        for image in args.images:
+            mismatch = node_images.image_ami_mismatch(image, platform, ami_version)
+            if mismatch:
+                raise InputError("ami_version", mismatch)
 
         smallest_instance = smallest(instances)
         gpu = smallest_instance.gpu
@@ -285,6 +302,9 @@ class SpotNodePool(pulumi.ComponentResource):
             "imds_http_tokens": "required",
             "region": args.region or pulumi.Config("aws").get("region"),
             "spot_fraction": pool_spot_fraction(args, platform),
+            "ami_version": ami_version,
+            "nvidia_driver_branch": node_images.ami_driver_branch(platform, ami_version),
+            "images": list(args.images),
         }
         super().__init__("vllm-fleet:index:SpotNodePool", name, props, opts)
         # Set after super().__init__: the component turns each props key into an Output attribute.
@@ -296,6 +316,7 @@ class SpotNodePool(pulumi.ComponentResource):
         self.gpus_per_node = self.instance.gpu_count
         self.root_volume_gib = volume
         self.pool_name = pool
+        self.ami_version = ami_version
         self.capacity_provider_name = None
         self.node_selector: dict[str, str] = {eks_addons.GPU_LABEL: self.gpu.name} if platform == "eks" else {}
         self.tolerations: list[dict[str, str]] = list(eks_addons.GPU_TOLERATIONS) if platform == "eks" else []
@@ -334,7 +355,7 @@ class SpotNodePool(pulumi.ComponentResource):
             metadata={"name": pool, "labels": {eks_addons.NODE_POOL_LABEL: pool}},
             spec=node_class_spec(
                 role=cluster.karpenter.node_role.name,
-                ami_alias=args.ami_alias,
+                ami_alias=node_images.karpenter_alias(self.ami_version),
                 subnet_terms=subnet_terms,
                 security_group_terms=discovery,
                 volume_gib=volume,
@@ -411,6 +432,7 @@ class SpotNodePool(pulumi.ComponentResource):
             root_volume_gib=volume,
             environment=cluster.environment,
             attach_to_cluster=args.attach_to_cluster,
+            ami_version=self.ami_version,
         )
         self.ecs = parts
         self.capacity_provider_name = parts.capacity_provider.name

@@ -222,3 +222,47 @@ def suggest_fits(engine: VllmEngine, gpu: Gpu, gpus_per_node: int | None = None)
     from .sizing.fit_search import what_would_fit
 
     return what_would_fit(engine.arch(), gpu, engine.engine, gpus_per_node)
+
+
+# ----- ECR pull-through cache ---------------------------------------------------------------------------------
+# 100+ GPU nodes pulling a 10-20 GB image anonymously from Docker Hub through a few NAT gateways hit Docker Hub's
+# per-IP pull limits. An ECR pull-through cache rule (docs.aws.amazon.com/AmazonECR/latest/userguide/pull-through-cache.html)
+# pulls each layer once per region and serves the nodes from ECR. Docker Hub as upstream needs a Docker Hub credential in
+# Secrets Manager whose name starts with `ecr-pullthroughcache/`, in the rule's own account and region
+# (.../pull-through-cache-creating-rule.html, read 2026-12-04).
+DOCKER_HUB_REGISTRY = "registry-1.docker.io"
+PULL_THROUGH_SECRET_PREFIX = "ecr-pullthroughcache/"
+# What pulling through a cache needs beyond an ordinary ECR pull (.../pull-through-cache-iam.html, read 2026-12-04):
+# import the upstream image, and create its cache repository on the first pull.
+PULL_THROUGH_ACTIONS = ("ecr:BatchImportUpstreamImage", "ecr:CreateRepository")
+
+
+def is_docker_hub_image(image: str) -> bool:
+    """True for `vllm/vllm-openai:v1` or `docker.io/...`: no registry host in the first path segment."""
+    if "/" not in image:
+        return True  # an official image: `ubuntu:24.04`
+    first = image.split("/", 1)[0]
+    return first in ("docker.io", "registry-1.docker.io", "index.docker.io") or ("." not in first and ":" not in first and first != "localhost")
+
+
+def pull_through_image(image: str, account_id: str, region: str, prefix: str) -> str:
+    """The ECR pull-through-cache URI of a Docker Hub image: ACCOUNT.dkr.ecr.REGION.amazonaws.com/PREFIX/ns/repo:tag.
+    Official images (`ubuntu:24.04`) live under `library/` on Docker Hub."""
+    if not is_docker_hub_image(image):
+        raise ValueError(f"image {image!r} is not on Docker Hub; only Docker Hub images are rewritten to the cache")
+    path = image.split("/", 1)[1] if image.split("/", 1)[0].endswith("docker.io") else image
+    if "/" not in path.split("@", 1)[0].split(":", 1)[0]:
+        path = f"library/{path}"
+    return f"{account_id}.dkr.ecr.{region}.amazonaws.com/{prefix}/{path}"
+
+
+def ecr_repository_arn(image: str, partition: str = "aws") -> str | None:
+    """arn:PARTITION:ecr:REGION:ACCOUNT:repository/NAME of an ECR image URI, None for other registries."""
+    host, _, rest = image.partition("/")
+    parts = host.split(".")
+    if len(parts) < 6 or parts[1:3] != ["dkr", "ecr"] or not rest:
+        return None
+    name = rest.split("@", 1)[0]
+    if ":" in name.rsplit("/", 1)[-1]:
+        name = name.rsplit(":", 1)[0]
+    return f"arn:{partition}:ecr:{parts[3]}:{parts[0]}:repository/{name}"

@@ -71,6 +71,8 @@ CHECKOV_ACCEPTED = {
     "CKV_K8S_43": "image pinned to a version tag (engine.image); a digest is accepted there but not required",
     "CKV_K8S_35": "VLLM_API_KEY can only be read from the environment by vLLM; it comes from a Secret (secretKeyRef)",
 }
+# Karpenter v1 pod annotation (GA) that opts a pod's node out of voluntary disruption.
+DO_NOT_DISRUPT_ANNOTATION = "karpenter.sh/do-not-disrupt"
 
 
 class VllmServiceArgs(BaseModel):
@@ -374,6 +376,10 @@ class VllmService(pulumi.ComponentResource):
         selector = {"app.kubernetes.io/name": "vllm", "app.kubernetes.io/instance": svc}
         labels = {**args.labels, **selector, "app.kubernetes.io/component": "inference", "app.kubernetes.io/managed-by": "pulumi"}
         annotations = {"vllm-fleet/model": engine.model}
+        # Pods only: Karpenter never consolidates or drifts a node away under a loading or serving vLLM pod
+        # (karpenter.sh/docs/reference/annotations: karpenter.sh/do-not-disrupt on a Pod blocks consolidation of its
+        # node, and drift unless the NodeClaim sets terminationGracePeriod; spot interruption and expiry still apply).
+        pod_annotations = {**annotations, DO_NOT_DISRUPT_ANNOTATION: "true"}
 
         def meta(extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
             return {"name": svc, "namespace": namespace, "labels": {**labels, **(extra_labels or {})}, "annotations": annotations}
@@ -560,7 +566,7 @@ class VllmService(pulumi.ComponentResource):
                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
                     # A new replica may wait for a GPU node and then load the model.
                     "progressDeadlineSeconds": startup + 600,
-                    "template": {"metadata": {"labels": labels, "annotations": annotations}, "spec": pod_spec("server")},
+                    "template": {"metadata": {"labels": labels, "annotations": pod_annotations}, "spec": pod_spec("server")},
                 },
                 opts=workload_opts,
             )
@@ -585,8 +591,8 @@ class VllmService(pulumi.ComponentResource):
                         "size": e.pp,
                         # A lost pod breaks the pipeline: restart the whole group together.
                         "restartPolicy": "RecreateGroupOnPodRestart",
-                        "leaderTemplate": {"metadata": {"labels": leader_labels, "annotations": annotations}, "spec": pod_spec("leader")},
-                        "workerTemplate": {"metadata": {"labels": worker_labels, "annotations": annotations}, "spec": pod_spec("worker")},
+                        "leaderTemplate": {"metadata": {"labels": leader_labels, "annotations": pod_annotations}, "spec": pod_spec("leader")},
+                        "workerTemplate": {"metadata": {"labels": worker_labels, "annotations": pod_annotations}, "spec": pod_spec("worker")},
                     },
                 },
                 opts=pulumi.ResourceOptions(

@@ -39,6 +39,7 @@ from policies.rules import (
     imdsv2,
     multi_az,
     pinned_images,
+    pinned_node_ami,
     plaintext_secrets,
     pod_disruption_budget,
     s3_encryption,
@@ -243,6 +244,12 @@ POLICIES: list = [
         "ECS services running vLLM have a health-check grace period long enough to load the model.",
         MANDATORY,
         _stacked(startup_probes.check_ecs),
+    ),
+    resource_policy(
+        "pinned-node-ami",
+        "GPU nodes in production run a pinned AMI release whose NVIDIA driver can run their images.",
+        MANDATORY,
+        lambda args: pinned_node_ami.check(args.resource_type, args.props, rv.stack_of(args.urn)),
     ),
     resource_policy(
         "pinned-images",

@@ -302,6 +302,12 @@ def _extra_commands() -> list[Callable]:
     except ImportError:
         pass
     try:
+        from stacks.quotas_cli import add_quotas_parser
+
+        extra.append(add_quotas_parser)
+    except ImportError:
+        pass
+    try:
         from stacks.preview_cli import add_preview_parsers
 
         extra.append(add_preview_parsers)

@@ -65,6 +65,78 @@ class StackConfig(BaseModel):
     hf_token_secret_arn: str | None = Field(None, alias="hfTokenSecretArn", description="Secrets Manager ARN of a Hugging Face token (gated models such as Llama).")
     spot_fraction: float | None = Field(None, alias="spotFraction", ge=0, le=1, description="Share of GPU capacity on spot, with on-demand fallback (default 0.7 in dev, 0.5 in prod).")
 
+    # --- GPU node AMI (operations) ---
+    ami_version: str | None = Field(
+        None,
+        alias="amiVersion",
+        description="AMI release of the GPU nodes: EKS `v20260818` (Karpenter al2023@v20260818), ECS `20261113`. Default: "
+        "the release pinned in components/sizing/data/node_images.json. 'latest' (dev only) replaces every GPU node at each AMI release.",
+        validate_default=True,
+    )
+
+    @field_validator("ami_version")
+    @classmethod
+    def _ami_version(cls, value: str | None, info) -> str | None:
+        """The node AMI: pinned in prod, and able to run the vLLM image (the error names vllm-fleet:amiVersion)."""
+        from components.sizing import node_images
+        from components.vllm import DEFAULT_IMAGE
+
+        platform, environment = info.data.get("platform"), info.data.get("environment", "dev")
+        if platform is None:  # already refused
+            return value
+        version = value or node_images.default_ami_version(platform)
+        try:
+            node_images.validate_ami_version(platform, version, environment, "amiVersion")
+        except InputError as exc:
+            raise ValueError(exc.message) from None
+        mismatch = node_images.image_ami_mismatch(DEFAULT_IMAGE, platform, version)
+        if mismatch:
+            raise ValueError(mismatch)
+        return value
+
+    # --- container images (operations) ---
+    image_pull_through_cache: bool | None = Field(
+        None,
+        alias="imagePullThroughCache",
+        description="Pull the vLLM image through an ECR pull-through cache of Docker Hub in each region (default: on in "
+        "prod, off in dev): 100+ GPU nodes pulling anonymously from Docker Hub through NAT hit its pull limits.",
+    )
+    docker_hub_credential_secret: str | None = Field(
+        None,
+        alias="dockerHubCredentialSecret",
+        description="Name of the Secrets Manager secret (`ecr-pullthroughcache/...`, username + access token) the cache "
+        "uses for Docker Hub; it must exist under this name in every serving region (ECR reads it in the rule's region).",
+        validate_default=True,
+    )
+
+    @field_validator("docker_hub_credential_secret")
+    @classmethod
+    def _docker_hub_secret(cls, value: str | None, info) -> str | None:
+        from components.vllm import PULL_THROUGH_SECRET_PREFIX
+
+        cache = info.data.get("image_pull_through_cache")
+        if cache is None:
+            cache = info.data.get("environment") == "prod"
+        if value is not None and (not value.startswith(PULL_THROUGH_SECRET_PREFIX) or value == PULL_THROUGH_SECRET_PREFIX):
+            raise ValueError(f"{value!r} must start with {PULL_THROUGH_SECRET_PREFIX!r} (ECR only uses secrets named so)")
+        if cache and value is None:
+            raise ValueError(
+                f"required while imagePullThroughCache is on (the prod default): the name of a Secrets Manager secret "
+                f"'{PULL_THROUGH_SECRET_PREFIX}...' with a Docker Hub username and access token in every serving region, "
+                f"or set vllm-fleet:imagePullThroughCache: false"
+            )
+        return value
+
+    @property
+    def effective_image_cache(self) -> bool:
+        return self.environment == "prod" if self.image_pull_through_cache is None else self.image_pull_through_cache
+
+    @property
+    def effective_ami_version(self) -> str:
+        from components.sizing.node_images import default_ami_version
+
+        return self.ami_version or default_ami_version(self.platform)
+
     @property
     def effective_spot_fraction(self) -> float:
         if self.spot_fraction is not None:
@@ -99,6 +171,8 @@ KEY_NAMES = {
     "monthly_budget_usd": "monthlyBudgetUsd", "monthlyBudgetUsd": "monthlyBudgetUsd", "models": "models",
     "lora": "lora", "domain": "domain", "hosted_zone_id": "hostedZoneId", "allow_plain_http": "allowPlainHttp",
     "hf_token_secret_arn": "hfTokenSecretArn", "allowed_cidrs": "allowedCidrs", "spotFraction": "spotFraction", "spot_fraction": "spotFraction",
+    "ami_version": "amiVersion",
+    "image_pull_through_cache": "imagePullThroughCache", "docker_hub_credential_secret": "dockerHubCredentialSecret",
 }
 
 
@@ -120,7 +194,7 @@ def parse_stack_config(raw: dict[str, str | object]) -> StackConfig:
         ns, _, key = str(full_key).partition(":")
         if ns != NAMESPACE:
             continue
-        if isinstance(value, str) and key in ("regions", "models", "lora", "monthlyBudgetUsd", "spotFraction", "allowPlainHttp", "allowedCidrs"):
+        if isinstance(value, str) and key in ("regions", "models", "lora", "monthlyBudgetUsd", "spotFraction", "allowPlainHttp", "allowedCidrs", "imagePullThroughCache"):
             try:
                 value = json.loads(value)
             except ValueError:

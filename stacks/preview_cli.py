@@ -92,6 +92,23 @@ def _tree(run) -> list[str]:
     return lines
 
 
+def _quota_needs(plan):
+    from .quotas_cli import plan_quota_needs
+
+    return plan_quota_needs(plan)
+
+
+def _teardown_notes(run) -> list[str]:
+    """What `pulumi destroy` does to data the stack holds (from the components' props)."""
+    notes = []
+    for store in run.of_type("vllm-fleet:index:LoraStore"):
+        if store.inputs.get("retain_on_delete"):
+            notes.append(f"{store.name}: the adapter bucket and its KMS key are RETAINED in AWS (delete them by hand)")
+        elif store.inputs.get("force_destroy"):
+            notes.append(f"{store.name}: DELETES the adapter bucket and every adapter in it (dev: force_destroy)")
+    return notes
+
+
 def _print_preview(result: OfflineStack) -> None:
     plan = result.plan.summary()
     print(f"stack {result.name}: tier {plan['tier']}, {plan['platform']}, {plan['environment']}, regions {', '.join(plan['regions'])}")
@@ -112,6 +129,16 @@ def _print_preview(result: OfflineStack) -> None:
         f"${plan['cost_per_month_at_max_scale_usd']:,.0f}/month at maximum scale"
         + (f"; budget ${budget:,.0f}/month" if budget else "; no budget set")
     )
+    from .quotas_cli import plan_quota_needs
+
+    print(f"\nquotas (EC2 vCPUs at maximum scale; compare with the account: vllm-fleet quotas check --stack {result.name}):")
+    for need in plan_quota_needs(result.plan):
+        print(f"  {need.describe()}")
+    teardown = _teardown_notes(result.run)
+    if teardown:
+        print("\nteardown (pulumi destroy):")
+        for line in teardown:
+            print(f"  {line}")
     print("\npolicies:")
     if not result.results:
         print("  all policies passed")
@@ -139,6 +166,11 @@ def _cmd_preview(args) -> int:
                     "plan": result.plan.summary(),
                     "resources": [{"type": r.type, "name": r.name, "parent": r.parent} for r in result.run.resources],
                     "resource_count": len(result.run.resources),
+                    "quotas": [
+                        {"region": n.region, "code": n.quota.code, "name": n.quota.name, "need_vcpus": n.vcpus, "instances": n.instances}
+                        for n in _quota_needs(result.plan)
+                    ],
+                    "teardown": _teardown_notes(result.run),
                     "policies": [r._asdict() if hasattr(r, "_asdict") else vars(r) for r in result.results],
                     "outputs": result.run.outputs,
                 },

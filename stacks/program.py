@@ -61,11 +61,34 @@ def _api_key(name: str, parent: pulumi.Resource, opts: pulumi.ResourceOptions) -
     return key, secret
 
 
-def _engine(md: ModelDeployment, lora_serving: Any) -> VllmEngine:
+def _engine(md: ModelDeployment, lora_serving: Any, image_cache: Any = None) -> VllmEngine:
     engine = VllmEngine(model=md.model, served_model_name=md.served_model_name, engine=md.engine)
+    if image_cache is not None:
+        engine = engine.model_copy(update={"image": image_cache.image_uri(engine.image)})
     if lora_serving is not None:
         engine = lora_serving.apply_to_engine(engine)
     return engine
+
+
+def _image_cache(base: str, stack: str, region: str, cluster: GpuCluster, config: StackConfig, opts):
+    """The region's ECR pull-through cache of Docker Hub (prod default), with the EKS node roles allowed to pull
+    through it (ECS task execution roles get the same actions from EcsVllmTask, scoped to their image)."""
+    if not config.effective_image_cache:
+        return None
+    from components.image_cache import ImageCache, ImageCacheArgs, repository_prefix
+
+    cache = ImageCache(
+        f"{base}-image-cache",
+        ImageCacheArgs(region=region, credential_secret_name=config.docker_hub_credential_secret, repository_prefix=repository_prefix(stack)),
+        opts=opts,
+    )
+    if config.platform == "eks":
+        karpenter = getattr(cluster, "karpenter", None)
+        if karpenter is not None:
+            cache.allow(f"{base}-karpenter-node", karpenter.node_role.name)
+        if getattr(cluster, "node_role", None) is not None:
+            cache.allow(f"{base}-node", cluster.node_role.name)
+    return cache
 
 
 def _node_pool(name: str, md: ModelDeployment, cluster: GpuCluster, engine: VllmEngine, config: StackConfig, lora_serving, opts) -> SpotNodePool:
@@ -92,6 +115,8 @@ def _node_pool(name: str, md: ModelDeployment, cluster: GpuCluster, engine: Vllm
             # ECS: an on-demand base that keeps half the steady state up whatever spot does.
             on_demand_base=max(1, md.nodes_min // 2) if config.environment == "prod" else 0,
             spot_percentage=int(round(md.spot_fraction * 100)),
+            ami_version=config.effective_ami_version,
+            images=[engine.image],
         ),
         opts=opts,
     )
@@ -167,6 +192,7 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
                 allowed_cidrs=config.allowed_cidrs,
             )
         cluster = GpuCluster(base, GpuClusterArgs(**cluster_args), opts=opts)
+        image_cache = _image_cache(base, stack, region, cluster, config, opts)
         lora_serving = None
         if lora is not None:
             served = [m for m in plan.models if m.region == region]
@@ -177,14 +203,16 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
                     tenants=max(lora.tenants, 1),
                     max_loras=lora.max_loras,
                     max_lora_rank=lora.max_lora_rank,
+                    # dev: `pulumi destroy` deletes the adapters with the bucket; prod: bucket and key stay in AWS.
                     force_destroy=config.environment == "dev",
+                    retain_on_delete=config.environment == "prod",
                 ),
                 opts=opts,
             )
             lora_serving = store.serving_settings()
         api_key, api_secret = _api_key(base, root, opts)
         here = [m for m in plan.models if m.region == region]
-        engines = [_engine(md, lora_serving) for md in here]
+        engines = [_engine(md, lora_serving, image_cache) for md in here]
         pools = [_node_pool(f"{base}-{md.key}-pool", md, cluster, engine, config, lora_serving, opts) for md, engine in zip(here, engines)]
         association = endpoint = None
         if config.platform == "eks":

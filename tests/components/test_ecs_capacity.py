@@ -151,7 +151,7 @@ def _run(**kw):
 def test_launch_template_gpu_ami_imdsv2_encrypted_root():
     run = _run()
     lt = run.one("aws:ec2/launchTemplate:LaunchTemplate", "pool-lt").inputs
-    assert lt["imageId"] == "ami-0123456789abcdef0"  # the SSM parameter's value
+    assert lt["imageId"] == "ami-0fedcba9876543210"  # the pinned release, found by its AMI name (not `recommended`)
     md = lt["metadataOptions"]
     assert md["httpTokens"] == "required" and md["httpEndpoint"] == "enabled"
     assert md["httpPutResponseHopLimit"] == 1
@@ -168,6 +168,33 @@ def test_launch_template_gpu_ami_imdsv2_encrypted_root():
 
 def test_ami_comes_from_the_public_ssm_parameter():
     assert ECS_GPU_AMI_PARAMETER == "/aws/service/ecs/optimized-ami/amazon-linux-2023/gpu/recommended/image_id"
+
+
+def test_dev_may_follow_the_recommended_ami():
+    run = _run(environment="dev", ami_version="latest")
+    lt = run.one("aws:ec2/launchTemplate:LaunchTemplate", "pool-lt").inputs
+    assert lt["imageId"] == "ami-0123456789abcdef0"  # the `recommended` SSM parameter's value
+
+
+@pytest.mark.parametrize(
+    "version, environment, message",
+    [
+        ("latest", "prod", "ami_version: 'latest' replaces every prod GPU node at each AMI release; pin a release such as '20261113'"),
+        ("v20260818", "dev", "ami_version: 'v20260818' is not an ECS AMI release like '20261113' (or 'latest' in dev)"),
+    ],
+)
+def test_ami_version_refused(version, environment, message):
+    with pytest.raises(InputError) as err:
+        build_ecs_capacity(
+            None, "pool", cluster_name="c", network=None, instance_types=["g6e.xlarge"], min_size=0, max_size=2,
+            on_demand_base=0, spot_percentage=0, root_volume_gib=200, environment=environment, ami_version=version,
+        )
+    assert str(err.value) == message
+
+
+def test_asg_can_be_deleted_while_scale_in_protected():
+    asg = _run().one("aws:autoscaling/group:Group", "pool-asg").inputs
+    assert asg["protectFromScaleIn"] is True and asg["forceDelete"] is True
 
 
 def test_instance_role_ecs_and_ssm_only():

@@ -195,6 +195,8 @@ def test_outputs():
         ({"sync_interval_seconds": 1}, "sync_interval_seconds", "1; expected 5 to 3600 seconds"),
         ({"full_resync_seconds": 10}, "full_resync_seconds", "10 is shorter than sync_interval_seconds 30"),
         ({"adapter_size_mib": -1}, "adapter_size_mib", "-1.0; must be positive"),
+        ({"force_destroy": True, "retain_on_delete": True}, "retain_on_delete",
+         "cannot be combined with force_destroy: keep the adapters (prod) or let destroy delete them (dev)"),
     ],
 )
 def test_invalid_args(kw, field, message):
@@ -482,3 +484,25 @@ def test_sync_script_ignores_a_revision_not_fully_there(sidecar_env):
     (bucket / "adapters" / "acme" / "legal" / "CURRENT").write_text("dddd4444")  # files not uploaded (yet)
     _round(env)
     assert not os.path.lexists(lora_dir / "acme--legal")
+
+
+@pytest.mark.parametrize("retain", [True, False])
+def test_bucket_and_key_retained_on_delete_when_asked(monkeypatch, retain):
+    """The mock runtime does not record resource options: capture what the component passes to the bucket and key."""
+    import pulumi_aws as aws
+
+    seen: dict[str, object] = {}
+    for module, cls_name in ((aws.s3, "Bucket"), (aws.kms, "Key")):
+        original = getattr(module, cls_name)
+
+        class Spy(original):  # type: ignore[misc, valid-type]
+            def __init__(self, name, *args, opts=None, **kw):
+                seen[name] = opts.retain_on_delete if opts else None
+                super().__init__(name, *args, opts=opts, **kw)
+
+        monkeypatch.setattr(module, cls_name, Spy)
+    run = build(retain_on_delete=retain)
+    expected = True if retain else None
+    assert seen == {"lora-key": expected, "lora-bucket": expected}
+    props = run.one("vllm-fleet:index:LoraStore").inputs
+    assert (props["retain_on_delete"], props["force_destroy"]) == (retain, False)

@@ -129,7 +129,8 @@ def test_node_pool_taint_labels_limits_disruption(karpenter):
 def test_node_class(karpenter):
     run, _ = karpenter
     spec = run.one(NODE_CLASS).inputs["spec"]
-    assert spec["amiSelectorTerms"] == [{"alias": "al2023@latest"}]
+    # A pinned EKS AMI release (node_images.json), not al2023@latest: every AMI release would replace every GPU node.
+    assert spec["amiSelectorTerms"] == [{"alias": "al2023@v20260818"}]
     assert spec["metadataOptions"] == {
         "httpEndpoint": "enabled",
         "httpProtocolIPv6": "disabled",
@@ -144,6 +145,13 @@ def test_node_class(karpenter):
     assert spec["securityGroupSelectorTerms"] == [{"tags": {"karpenter.sh/discovery": "gpu"}}]
     assert spec["role"] == "gpu-karpenter-node"
     assert spec["instanceStorePolicy"] == "RAID0"  # p5 has local NVMe
+
+
+def test_dev_may_follow_latest_and_props_carry_the_driver(karpenter):
+    run, _ = build(cluster={"environment": "dev"}, instance_types=["p5.48xlarge"], ami_version="latest")
+    assert run.one(NODE_CLASS).inputs["spec"]["amiSelectorTerms"] == [{"alias": "al2023@latest"}]
+    props = karpenter[0].one("vllm-fleet:index:SpotNodePool").inputs
+    assert (props["ami_version"], props["nvidia_driver_branch"]) == ("v20260818", 580)
 
 
 def test_karpenter_objects_use_the_cluster_provider(karpenter):
@@ -200,6 +208,10 @@ def test_karpenter_resources_pass_the_crds(tmp_path, karpenter, validate_crs):
         ({}, {"consolidate_after": "ten minutes"}, "consolidate_after: 'ten minutes' is not a duration like 30s, 10m, 720h or Never"),
         ({}, {"min_nodes": 5, "max_nodes": 2}, "min_nodes: 5 is above max_nodes 2"),
         ({}, {"platform": "ecs"}, "platform: the pool is ecs but the cluster is eks"),
+        ({}, {"ami_version": "latest"},  # GpuCluster defaults to prod
+         "ami_version: 'latest' replaces every prod GPU node at each AMI release; pin a release such as 'v20260818'"),
+        ({}, {"ami_version": "al2023@v20260818"},
+         "ami_version: 'al2023@v20260818' is not an EKS AMI release like 'v20260818' (or 'latest' in dev)"),
     ],
 )
 def test_refusals(cluster, pool, message):
@@ -251,3 +263,16 @@ def test_ecs_pool_builds_capacity_provider():
     assert run.of_type("aws:ecs/capacityProvider:CapacityProvider")
     assert run.of_type("aws:autoscaling/group:Group")
     assert not run.of_type(NODE_POOL) and not run.of_type(MNG)
+
+
+def test_ecs_pool_refuses_an_ami_whose_driver_cannot_run_the_image():
+    def program():
+        c = GpuCluster("gpu", GpuClusterArgs(platform="ecs", ecs={"certificate_arn": "arn:aws:acm:us-east-1:1:certificate/0"}))
+        SpotNodePool("l4", SpotNodePoolArgs(cluster=c, instance_types=["g6.xlarge"], ami_version="20240611"))
+
+    with pytest.raises(InputError) as err:
+        run_offline(program)
+    assert str(err.value) == (
+        "ami_version: image vllm/vllm-openai:v0.29.0 is a CUDA 13.0 build needing NVIDIA driver R580+, but the ECS AMI "
+        "20240611 ships R535; use an AMI release such as 20261113"
+    )

@@ -721,3 +721,15 @@ def test_load_balancer_refusals_register_nothing(cluster, service, message):
     run, made = build_service(engine, ["g5.xlarge"], cluster=cluster, catch=True, **service)
     assert str(made["error"]) == message
     assert not run.of_type("vllm-fleet:index:VllmService")
+
+
+def test_pods_opt_out_of_karpenter_consolidation(single, multi):
+    """Karpenter v1 (karpenter.sh/reference/annotations): karpenter.sh/do-not-disrupt on a Pod keeps its node from
+    being consolidated or drifted away while the model loads or serves; only the pod templates carry it."""
+    run, _ = single
+    dep = run.one(DEPLOYMENT).inputs
+    assert dep["spec"]["template"]["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"
+    assert "karpenter.sh/do-not-disrupt" not in dep["metadata"]["annotations"]
+    tmpl = multi[0].one(LWS).inputs["spec"]["leaderWorkerTemplate"]
+    for role in ("leaderTemplate", "workerTemplate"):
+        assert tmpl[role]["metadata"]["annotations"]["karpenter.sh/do-not-disrupt"] == "true"

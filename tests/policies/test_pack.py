@@ -231,6 +231,13 @@ RESOURCE_CASES = {
         f"container 'vllm' serves {L70B}: its startupProbe allows 60s (initialDelaySeconds 0 + failureThreshold 6 x periodSeconds 10) "
         "but loading the model needs about 600s; raise failureThreshold to 60",
     ),
+    "pinned-node-ami": (
+        "kubernetes:karpenter.k8s.aws/v1:EC2NodeClass",
+        {"spec": {"amiSelectorTerms": [{"alias": "al2023@latest"}]}},
+        {},
+        "prod",
+        "EC2NodeClass in prod uses AMI alias al2023@latest; pin a release such as al2023@v20260818",
+    ),
     "pinned-images": (
         DEP,
         deployment(pod_spec(container(image="vllm/vllm-openai:latest", args=["x/y"]))),

@@ -33,6 +33,8 @@ def tier_config(tier: str, platform: str, **extra) -> dict:
             regions=["us-east-1", "us-west-2", "eu-west-1"],
             domain="llm.example.com",
             hostedZoneId="Z0123456789ABCDEFGHIJ",
+            # prod pulls the vLLM image through an ECR cache of Docker Hub, which needs a Docker Hub credential
+            dockerHubCredentialSecret="ecr-pullthroughcache/docker-hub",
         )
     else:
         config.update(environment="dev", allowPlainHttp=True)
@@ -91,6 +93,10 @@ def test_a_model_that_does_not_fit_fails_preview_with_the_fit_message(tmp_path, 
         ({"tier": "small", "platform": "ecs", "regions": ["mars-1"]}, "vllm-fleet: error: vllm-fleet:regions: 'mars-1' has no price catalog; use eu-west-1, us-east-1, us-west-2"),
         ({"tier": "small", "platform": "ecs", "tiers": "small"}, "vllm-fleet: error: vllm-fleet:tiers: got 'small'; extra inputs are not permitted"),
         ({"tier": "small", "platform": "ecs", "models": [{"model": "no/such-model"}]}, "vllm-fleet: error: vllm-fleet:models[0].model: unknown model 'no/such-model'"),
+        ({"tier": "small", "platform": "eks", "environment": "prod", "amiVersion": "latest", "dockerHubCredentialSecret": "ecr-pullthroughcache/d"},
+         "vllm-fleet: error: vllm-fleet:amiVersion: 'latest' replaces every prod GPU node at each AMI release; pin a release such as 'v20260818'"),
+        ({"tier": "small", "platform": "ecs", "amiVersion": "20240611"},
+         "vllm-fleet: error: vllm-fleet:amiVersion: image vllm/vllm-openai:v0.29.0 is a CUDA 13.0 build needing NVIDIA driver R580+"),
     ],
 )
 def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys, config, line):
