@@ -59,6 +59,7 @@ LWS_GROUP_KEY = "leaderworkerset.sigs.k8s.io/group-key"
 TGB_API_VERSION = "elbv2.k8s.aws/v1beta1"
 READINESS_GATE_LABEL = "elbv2.k8s.aws/pod-readiness-gate-inject"
 LB_CONTROLLER_ADDON = "aws-load-balancer-controller"  # GpuCluster.addons key (components.eks_addons.LB_CONTROLLER_CHART)
+PROMETHEUS_STACK_ADDON = "kube-prometheus-stack"  # GpuCluster.addons key (components.eks_addons.PROMETHEUS_STACK_CHART)
 ZONE_KEY = "topology.kubernetes.io/zone"
 # Share of a node's CPU and memory a pod may take (kubelet/system reservations, eviction thresholds) and what
 # is left for daemonsets (VPC CNI, kube-proxy, pod identity agent, device plugin, DCGM exporter).
@@ -94,8 +95,10 @@ class VllmServiceArgs(BaseModel):
         None, description="PromQL the ScaledObject scales on; None = waiting requests of this model summed over replicas."
     )
     scaling_threshold: float = Field(5.0, gt=0, description="Target value per replica (waiting requests per replica).")
-    prometheus_url: str = Field(
-        "http://prometheus-operated.monitoring.svc.cluster.local:9090", description="Prometheus KEDA queries."
+    prometheus_url: str | None = Field(
+        None,
+        description="Prometheus KEDA queries; None = the cluster's (GpuCluster.prometheus_url: its kube-prometheus-stack "
+        "release's Service, or the Prometheus the cluster was told to use).",
     )
     hpa_metric: str = Field(
         "vllm_num_requests_waiting", description="HPA: the per-pod custom metric name (as a Prometheus adapter exposes it)."
@@ -294,6 +297,17 @@ class VllmService(pulumi.ComponentResource):
             raise InputError("autoscaling", "the cluster was built without KEDA; use autoscaling='hpa' or 'none'")
         if e.pp > 1 and "lws" not in addons:
             raise InputError("pp", f"PP {e.pp} needs LeaderWorkerSet; build the cluster with leader_worker_set=True")
+        monitoring_release = addons.get(PROMETHEUS_STACK_ADDON)
+        monitoring_declared = "monitoring.coreos.com" in getattr(cluster, "crd_prerequisites", [])
+        if args.service_monitor and monitoring_release is None and not monitoring_declared:
+            raise InputError(
+                "service_monitor",
+                "the cluster neither installs kube-prometheus-stack nor declares the Prometheus Operator CRDs installed "
+                "(GpuCluster prometheus_url + prometheus_operator_crds_installed); set service_monitor=False or fix the cluster",
+            )
+        prometheus_url = args.prometheus_url or getattr(cluster, "prometheus_url", None)
+        if args.autoscaling == "keda" and not prometheus_url:
+            raise InputError("prometheus_url", "KEDA needs the Prometheus it queries: give prometheus_url or a GpuCluster that has one")
         load_balanced = args.target_group_arn is not None
         if load_balanced:
             if LB_CONTROLLER_ADDON not in addons:
@@ -639,7 +653,7 @@ class VllmService(pulumi.ComponentResource):
                         {
                             "type": "prometheus",
                             "metadata": {
-                                "serverAddress": args.prometheus_url,
+                                "serverAddress": prometheus_url,
                                 "query": self.scaling_query,
                                 "threshold": f"{args.scaling_threshold:g}",
                             },
@@ -683,7 +697,12 @@ class VllmService(pulumi.ComponentResource):
                     "namespaceSelector": {"matchNames": [namespace]},
                     "endpoints": [{"port": PORT_NAME, "path": METRICS_PATH, "interval": "15s", "scrapeTimeout": "10s"}],
                 },
-                opts=opts_ns,
+                # Its CRD comes with the kube-prometheus-stack release (or is a declared prerequisite).
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    provider=provider,
+                    depends_on=[*depends, *([monitoring_release] if isinstance(monitoring_release, pulumi.Resource) else [])],
+                ),
             )
         ingress: list[dict[str, Any]] = [
             {

@@ -33,6 +33,7 @@ from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown
 from policies import resource_views as rv
 from policies.rules import (
     budget,
+    crd_installers,
     ebs_encryption,
     ecs_minimum_healthy,
     gpu_memory_fit,
@@ -102,7 +103,14 @@ def fit_limits(config: Mapping[str, Any]) -> gpu_memory_fit.FitLimits:
 
 def stack_resources(args: StackValidationArgs) -> list[rv.Resource]:
     return [
-        rv.Resource(type=r.resource_type, name=r.name, props=r.props, urn=r.urn, parent=r.parent.urn if r.parent else None)
+        rv.Resource(
+            type=r.resource_type,
+            name=r.name,
+            props=r.props,
+            urn=r.urn,
+            parent=r.parent.urn if r.parent else None,
+            dependencies=tuple(d.urn for d in (r.dependencies or [])),
+        )
         for r in args.resources
     ]
 
@@ -244,6 +252,18 @@ POLICIES: list = [
         MANDATORY,
         _stacked(startup_probes.check_ecs),
     ),
+    stack_policy(
+        "crd-installers",
+        "Every custom resource's CRD is installed by a Helm release of the stack it waits for, or a declared prerequisite.",
+        MANDATORY,
+        _stacked(crd_installers.check),
+    ),
+    stack_policy(
+        "crd-prerequisites",
+        "Lists the CRDs the stack relies on but declares installed outside it (bring-your-own operators).",
+        ADVISORY,
+        _stacked(crd_installers.declared_prerequisites),
+    ),
     resource_policy(
         "pinned-images",
         "Container images are pinned to a version tag or digest, never latest or untagged.",
@@ -326,6 +346,7 @@ def run_policies(
         by_urn[res.urn] = obj
     for res, obj in zip(resources, stack_objects):
         obj.parent = by_urn.get(res.parent) if res.parent else None
+        obj.dependencies = [by_urn[d] for d in res.dependencies if d in by_urn]
 
     for policy in policies if policies is not None else POLICIES:
         level = enforcement_level(policy, config)

@@ -159,6 +159,11 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
         provider = aws.Provider(f"aws-{code}", region=region, opts=pulumi.ResourceOptions(parent=root))
         opts = pulumi.ResourceOptions(parent=root, providers={"aws": provider})
         cluster_args: dict[str, Any] = {"platform": config.platform, "environment": config.environment}
+        if config.platform == "eks" and config.prometheus_url is not None:
+            cluster_args.update(
+                prometheus_url=config.prometheus_url,
+                prometheus_operator_crds_installed=config.prometheus_operator_crds_installed,
+            )
         if config.platform == "ecs":
             cluster_args["ecs"] = EcsClusterOptions(
                 domain=config.domain,

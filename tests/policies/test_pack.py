@@ -69,7 +69,7 @@ def test_every_policy_is_well_formed():
 
 def test_levels_follow_the_design():
     advisory = {p.name for p in pack.POLICIES if p.enforcement_level == EnforcementLevel.ADVISORY}
-    assert advisory == {"gpu-memory-fit-unverified", "monthly-budget-advisory"}
+    assert advisory == {"gpu-memory-fit-unverified", "monthly-budget-advisory", "crd-prerequisites"}
     assert by_name("gpu-memory-fit").enforcement_level == EnforcementLevel.MANDATORY
     assert by_name("monthly-budget").enforcement_level == EnforcementLevel.MANDATORY
 
@@ -182,6 +182,19 @@ STACK_CASES = {
         ],
         {},
         "ECS service 'svc': healthCheckGracePeriodSeconds is 60",
+    ),
+    "crd-installers": (
+        [res("kubernetes:monitoring.coreos.com/v1:ServiceMonitor", "sm", {})],
+        {},
+        "ServiceMonitor (monitoring.coreos.com) 'sm': nothing in this stack installs its CRD",
+    ),
+    "crd-prerequisites": (
+        [
+            res("vllm-fleet:index:GpuCluster", "gpu", {"crd_prerequisites": ["monitoring.coreos.com"]}),
+            res("kubernetes:monitoring.coreos.com/v1:ServiceMonitor", "sm", {}),
+        ],
+        {},
+        "prerequisite: the monitoring.coreos.com CRDs must already be in the cluster",
     ),
 }
 
