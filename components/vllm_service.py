@@ -44,7 +44,7 @@ from .sizing.engine import component_args
 from .lora_store import resolve_lora_engine
 from .sizing.errors import InputError
 from .sizing.instances import InstanceType
-from .spot_node_pool import k8s_name
+from .spot_node_pool import disk_holds_download, k8s_name, root_volume_gib
 from .vllm import API_KEY_ENV, HF_TOKEN_ENV, MODEL_CACHE_PATH, SPOT_NOTICE_SECONDS, VLLM_PORT, VllmEngine, engine_props
 
 HEALTH_PATH = "/health"
@@ -343,6 +343,16 @@ class VllmService(pulumi.ComponentResource):
                         ipaddress.ip_network(cidr, strict=True)
                     except ValueError:
                         raise InputError("load_balancer_source_cidrs", f"{cidr!r} is not a CIDR block (e.g. 10.0.0.0/16)") from None
+        pool_volume = getattr(pool, "root_volume_gib", None)
+        if not getattr(pool, "instance_store_raid0", False) and isinstance(pool_volume, int) and not isinstance(pool_volume, bool):
+            # Without local NVMe the emptyDir cache sits on the node's root volume, next to the image.
+            need = root_volume_gib(engine.download_gib())
+            if not disk_holds_download(pool_volume, engine.download_gib()):
+                raise InputError(
+                    "node_pool",
+                    f"{engine.model} downloads a {engine.checkpoint_gib():.1f} GiB checkpoint but the node pool's root volume is "
+                    f"{pool_volume} GiB; build the pool with model_weights_gib={engine.download_gib():.1f} (root volume >= {need} GiB)",
+                )
         resources = pod_resources(pool.instance, e.tp)
         startup = engine.startup_seconds(pool.instance.network_gbps)
         multi_node = e.pp > 1
@@ -362,6 +372,10 @@ class VllmService(pulumi.ComponentResource):
             "spot_fraction": args.spot_fraction,
             "workload": "LeaderWorkerSet" if multi_node else "Deployment",
             "namespace": namespace,
+            "checkpoint_gib": round(engine.checkpoint_gib(), 1),
+            "model_cache_gib": engine.model_cache_gib(),
+            "load_format": engine.load_format,
+            "node_disk_gib": None if getattr(pool, "instance_store_raid0", False) else getattr(pool, "root_volume_gib", None),
             "startup_seconds": startup,
             "startup_probe_seconds": startup_failure_threshold(startup) * PROBE_PERIOD_SECONDS,
             "termination_grace_seconds": args.termination_grace_seconds,
@@ -455,8 +469,7 @@ class VllmService(pulumi.ComponentResource):
             # the value stays in the Secret (secretKeyRef), never in the pod spec.
             env.append(secret_env(API_KEY_ENV, api_key_secret, args.api_key_secret_key))
 
-        weights = engine.weights_gib_total()
-        cache_gib = 20 if engine.load_format == "runai_streamer" else int(math.ceil(weights * 1.1 + 20))
+        cache_gib = engine.model_cache_gib()
         volumes = [
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_size_gib(e.tp)}Gi"}},
             # Node-local cache: the Hub download (or, with runai_streamer, only compile caches: weights stream from S3).

@@ -38,6 +38,7 @@ from policies.rules import (
     ecs_minimum_healthy,
     gpu_memory_fit,
     imdsv2,
+    model_cache_size,
     multi_az,
     pinned_images,
     plaintext_secrets,
@@ -263,6 +264,18 @@ POLICIES: list = [
         "Lists the CRDs the stack relies on but declares installed outside it (bring-your-own operators).",
         ADVISORY,
         _stacked(crd_installers.declared_prerequisites),
+    ),
+    resource_policy(
+        "model-cache-holds-checkpoint",
+        "A Kubernetes vLLM server's emptyDir model cache holds the checkpoint it downloads (not the in-GPU weights).",
+        MANDATORY,
+        lambda args: model_cache_size.check(args.resource_type, args.props),
+    ),
+    stack_policy(
+        "node-disk-holds-checkpoint",
+        "vLLM components' model cache and node root volume hold the checkpoint they download.",
+        MANDATORY,
+        _stacked(model_cache_size.check_components),
     ),
     resource_policy(
         "pinned-images",

@@ -75,7 +75,7 @@ def _node_pool(name: str, md: ModelDeployment, cluster: GpuCluster, engine: Vllm
         from components.ecs_vllm_task import lora_root_volume_gib
 
         # ECS keeps the adapter cache on the instance's root volume: size it for weights + adapters.
-        root_volume = lora_root_volume_gib(engine.weights_gib_total(), lora_serving.cache_size_gib)
+        root_volume = lora_root_volume_gib(engine.download_gib(), lora_serving.cache_size_gib)
     return SpotNodePool(
         name,
         SpotNodePoolArgs(
@@ -84,7 +84,8 @@ def _node_pool(name: str, md: ModelDeployment, cluster: GpuCluster, engine: Vllm
             spot=spot,
             min_nodes=md.nodes_min if config.platform == "ecs" else 0,
             max_nodes=md.nodes_max,
-            model_weights_gib=round(engine.weights_gib_total(), 1),
+            # What is downloaded (the checkpoint), not what sits in GPU memory after --quantization fp8.
+            model_weights_gib=round(engine.download_gib(), 1),
             root_volume_gib=root_volume,
             attach_to_cluster=False,
             region=md.region,
