@@ -94,6 +94,14 @@ def test_a_model_that_does_not_fit_fails_preview_with_the_fit_message(tmp_path, 
         ({"tier": "small", "platform": "ecs", "regions": ["mars-1"]}, "vllm-fleet: error: vllm-fleet:regions: 'mars-1' has no price catalog; use eu-west-1, us-east-1, us-west-2"),
         ({"tier": "small", "platform": "ecs", "tiers": "small"}, "vllm-fleet: error: vllm-fleet:tiers: got 'small'; extra inputs are not permitted"),
         ({"tier": "small", "platform": "ecs", "models": [{"model": "no/such-model"}]}, "vllm-fleet: error: vllm-fleet:models[0].model: unknown model 'no/such-model'"),
+        (
+            {"tier": "small", "platform": "eks", "prometheusUrl": "http://prom.observability:9090"},
+            "vllm-fleet: error: vllm-fleet:prometheusOperatorCrdsInstalled: must be true with vllm-fleet:prometheusUrl",
+        ),
+        (
+            {"tier": "small", "platform": "eks", "prometheusUrl": "prom:9090", "prometheusOperatorCrdsInstalled": True},
+            "vllm-fleet: error: vllm-fleet:prometheusUrl: 'prom:9090' is not an http(s) URL",
+        ),
     ],
 )
 def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys, config, line):
@@ -175,3 +183,16 @@ def test_synth_output_passes_the_schemas(tmp_path, stack):
         assert list((out / "ecs").glob("*.json"))
     else:
         assert manifests and custom
+
+
+def test_bring_your_own_prometheus_is_a_printed_prerequisite(tmp_path):
+    config = tier_config("small", "eks", prometheusUrl="http://prom.observability:9090", prometheusOperatorCrdsInstalled=True)
+    result = run_stack(str(stack_yaml(tmp_path, "byo-prom", **config)))
+    assert not result.mandatory_failures
+    assert [r.message for r in result.results if r.policy == "crd-prerequisites"] == [
+        "prerequisite: the monitoring.coreos.com CRDs must already be in the cluster (declared; the kube-prometheus-stack "
+        "chart 88.5.3 installs them)"
+    ]
+    assert not [r for r in result.run.resources if r.name.endswith("-kube-prometheus-stack")]
+    scaled = [r for r in result.run.resources if r.type == "kubernetes:keda.sh/v1alpha1:ScaledObject"]
+    assert scaled and all(r.inputs["spec"]["triggers"][0]["metadata"]["serverAddress"] == "http://prom.observability:9090" for r in scaled)
