@@ -712,8 +712,20 @@ def _validate(name: str, args: EcsVllmTaskArgs) -> dict[str, Any]:
     refuse_pipeline_parallel(engine)
     engine.require_fit(pool.gpu, pool.gpus_per_node)
     pool_volume = getattr(pool, "root_volume_gib", None)
+    if isinstance(pool_volume, int) and not isinstance(pool_volume, bool):
+        # The model cache is a Docker volume on the instance's root volume: it must hold the whole download.
+        from .spot_node_pool import disk_holds_download, root_volume_gib
+
+        need = root_volume_gib(engine.download_gib())
+        if not disk_holds_download(pool_volume, engine.download_gib()):
+            raise InputError(
+                "node_pool",
+                f"{engine.model} downloads a {engine.checkpoint_gib():.1f} GiB checkpoint into the instances' root volume, and the "
+                f"node pool's {pool_volume} GiB cannot hold it with the image; give the node pool root_volume_gib >= {need} "
+                f"(or model_weights_gib={engine.download_gib():.1f})",
+            )
     if args.lora is not None and isinstance(pool_volume, int) and not isinstance(pool_volume, bool):
-        need = lora_root_volume_gib(engine.weights_gib_total(), args.lora.cache_size_gib)
+        need = lora_root_volume_gib(engine.download_gib(), args.lora.cache_size_gib)
         if pool_volume < need:
             raise InputError(
                 "lora",
@@ -779,6 +791,9 @@ def _validate(name: str, args: EcsVllmTaskArgs) -> dict[str, Any]:
         "max_count": args.max_count,
         "min_healthy_percent": min_healthy,
         "environment": environment,
+        "checkpoint_gib": round(engine.checkpoint_gib(), 1),
+        "load_format": engine.load_format,
+        "node_disk_gib": pool_volume if isinstance(pool_volume, int) and not isinstance(pool_volume, bool) else None,
         "startup_seconds": startup,
         "health_check_grace_period_seconds": grace,
         "api_key_required": args.api_key_secret_arn is not None,

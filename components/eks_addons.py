@@ -34,6 +34,9 @@ KARPENTER_SERVICE_ACCOUNT = "karpenter"  # the chart's default service account n
 LB_CONTROLLER_CHART = "aws-load-balancer-controller"  # also the release name and GpuCluster.addons key
 LB_CONTROLLER_NAMESPACE = "kube-system"  # where the controller's install guide puts it
 LB_CONTROLLER_SERVICE_ACCOUNT = "aws-load-balancer-controller"
+PROMETHEUS_STACK_CHART = "kube-prometheus-stack"  # also the release name and GpuCluster.addons key
+MONITORING_NAMESPACE = "monitoring"
+PROMETHEUS_PORT = 9090  # the chart's prometheus.service.port default
 # gp3 above its baseline (3000 IOPS, 125 MB/s): image pulls and weight downloads land on the root volume.
 ROOT_VOLUME_IOPS = 6000
 ROOT_VOLUME_THROUGHPUT_MBS = 500
@@ -99,6 +102,27 @@ CHARTS: dict[str, ChartPin] = {
         namespace="monitoring",
         source="github.com/NVIDIA/dcgm-exporter README (Helm)",
     ),
+    # The Prometheus Operator (its CRDs: ServiceMonitor, PrometheusRule...) and one Prometheus that KEDA queries.
+    # Chart 88.5.3 ships operator v0.93.1, the release of the monitoring.coreos.com CRDs in shared/data/crds
+    # (prometheus-community/helm-charts charts/kube-prometheus-stack/Chart.yaml at cf408a2, 2026-08-22).
+    PROMETHEUS_STACK_CHART: ChartPin(
+        chart=PROMETHEUS_STACK_CHART,
+        version="88.5.3",
+        repo="https://prometheus-community.github.io/helm-charts",
+        namespace=MONITORING_NAMESPACE,
+        source="github.com/prometheus-community/helm-charts charts/kube-prometheus-stack (Chart.yaml, values.yaml)",
+    ),
+}
+
+# API group -> the CHARTS key whose release installs that group's CRDs: the one table the `crd-installers`
+# policy checks every rendered custom resource against. Each chart ships its CRDs (crds/ or templates).
+CRD_GROUPS: dict[str, str] = {
+    "karpenter.sh": "karpenter",  # NodePool, NodeClaim
+    "karpenter.k8s.aws": "karpenter",  # EC2NodeClass
+    "keda.sh": "keda",  # ScaledObject, ScaledJob, TriggerAuthentication
+    "leaderworkerset.x-k8s.io": "lws",  # LeaderWorkerSet
+    "elbv2.k8s.aws": LB_CONTROLLER_CHART,  # TargetGroupBinding, IngressClassParams
+    "monitoring.coreos.com": PROMETHEUS_STACK_CHART,  # ServiceMonitor, PodMonitor, PrometheusRule (crds.enabled)
 }
 
 # EventBridge patterns Karpenter's interruption controller consumes (karpenter.sh getting-started
@@ -561,6 +585,46 @@ def load_balancer_controller_values(cluster_name: str, region: Any, vpc_id: Any)
     }
 
 
+def prometheus_service_url(release: str = PROMETHEUS_STACK_CHART, namespace: str = MONITORING_NAMESPACE) -> str:
+    """In-cluster URL of the Prometheus a kube-prometheus-stack release creates.
+
+    The chart names it `<fullname>-prometheus` on port 9090, where fullname is the release name when it contains
+    the chart name, else `<release>-kube-prometheus-stack`, truncated to 26 characters with a trailing '-'
+    dropped (templates/_helpers.tpl "kube-prometheus-stack.fullname", templates/prometheus/service.yaml).
+    """
+    full = release if PROMETHEUS_STACK_CHART in release else f"{release}-{PROMETHEUS_STACK_CHART}"
+    full = full[:26].rstrip("-")
+    return f"http://{full}-prometheus.{namespace}.svc.cluster.local:{PROMETHEUS_PORT}"
+
+
+def prometheus_stack_values() -> dict[str, Any]:
+    """Operator, Prometheus and kube-state-metrics on the system nodes; every ServiceMonitor in every namespace.
+
+    With the chart's default serviceMonitorSelectorNilUsesHelmValues=true, Prometheus selects only
+    ServiceMonitors labelled `release: <release>`; false (and the empty selectors) selects all of them, so the
+    ServiceMonitors VllmService creates in each model's namespace are scraped (values.yaml, prometheusSpec).
+    Grafana and Alertmanager are left off: dashboards and alert routing are the operators' own choice.
+    """
+    return {
+        "crds": {"enabled": True},
+        "grafana": {"enabled": False},
+        "alertmanager": {"enabled": False},
+        "prometheusOperator": {"nodeSelector": SYSTEM_NODE_SELECTOR},
+        "kube-state-metrics": {"nodeSelector": SYSTEM_NODE_SELECTOR},
+        "prometheus": {
+            "prometheusSpec": {
+                "nodeSelector": SYSTEM_NODE_SELECTOR,
+                "serviceMonitorSelectorNilUsesHelmValues": False,
+                "serviceMonitorSelector": {},
+                "serviceMonitorNamespaceSelector": {},
+                "podMonitorSelectorNilUsesHelmValues": False,
+                "ruleSelectorNilUsesHelmValues": False,
+                "retention": "15d",
+            }
+        },
+    }
+
+
 def keda_values() -> dict[str, Any]:
     return {"nodeSelector": SYSTEM_NODE_SELECTOR}
 
@@ -791,7 +855,10 @@ def load_balancer_controller_aws(
 
 __all__ = [
     "CHARTS",
+    "CRD_GROUPS",
     "ChartPin",
+    "MONITORING_NAMESPACE",
+    "PROMETHEUS_STACK_CHART",
     "GPU_LABEL",
     "GPU_TAINT_KEY",
     "GPU_TOLERATIONS",
@@ -813,4 +880,6 @@ __all__ = [
     "load_balancer_controller_values",
     "node_launch_template",
     "node_role",
+    "prometheus_service_url",
+    "prometheus_stack_values",
 ]

@@ -6,8 +6,9 @@ KMS key created here (rotation on), a private API endpoint (public access off in
 node group; a small on-demand system node group for the controllers; the EKS Pod Identity agent; and the GPU
 add-ons as pinned Helm releases: NVIDIA device plugin, KEDA, Karpenter (with its interruption queue and
 EventBridge rules, see components/eks_addons.py), LeaderWorkerSet, the AWS Load Balancer Controller (its IAM
-role through EKS Pod Identity: it binds vLLM pods to RegionalEndpointLB's NLB target groups) and, optionally,
-the DCGM exporter.
+role through EKS Pod Identity: it binds vLLM pods to RegionalEndpointLB's NLB target groups), kube-prometheus-stack
+(the Prometheus Operator's CRDs and the Prometheus KEDA queries; `prometheus_url` brings your own instead) and,
+optionally, the DCGM exporter.
 
 ECS (`platform="ecs"`): the ECS cluster and its load balancer, built by `components.ecs_cluster.build_ecs_cluster`.
 
@@ -74,6 +75,16 @@ class GpuClusterArgs(BaseModel):
         "groups through TargetGroupBindings; without it nothing outside the cluster reaches the models).",
     )
     dcgm_exporter: bool = Field(False, description="Install NVIDIA's DCGM exporter (GPU metrics; needs the Prometheus operator).")
+    prometheus_url: str | None = Field(
+        None,
+        description="Bring your own Prometheus: its in-cluster URL (KEDA queries it). None = install the pinned "
+        "kube-prometheus-stack chart (Prometheus Operator, its CRDs and one Prometheus selecting every ServiceMonitor).",
+    )
+    prometheus_operator_crds_installed: bool = Field(
+        False,
+        description="With prometheus_url: confirm the Prometheus Operator's CRDs (monitoring.coreos.com) are already in the "
+        "cluster. Preview reports them as a prerequisite the stack does not install.",
+    )
     chart_versions: dict[str, str] = Field({}, description="Override a pinned chart version, e.g. {'karpenter': '1.14.2'}.")
     log_retention_days: int = Field(90, description="Days the control-plane logs are kept (a CloudWatch Logs retention value).")
     ecs: Any = Field(None, description="ECS only: components.ecs_cluster.EcsClusterOptions (or its fields as a dict).")
@@ -114,6 +125,27 @@ def public_endpoint(args: GpuClusterArgs) -> bool:
     return args.environment == "dev"
 
 
+def validate_prometheus(args: GpuClusterArgs) -> None:
+    """Bring-your-own Prometheus needs its address and the operator CRDs confirmed; installing it needs neither."""
+    if args.prometheus_url is None and args.prometheus_operator_crds_installed:
+        raise InputError(
+            "prometheus_operator_crds_installed", "applies only with prometheus_url (your own Prometheus); drop it or give the URL"
+        )
+    if args.prometheus_url is not None and not args.prometheus_operator_crds_installed:
+        raise InputError(
+            "prometheus_operator_crds_installed",
+            "with your own prometheus_url, confirm the Prometheus Operator CRDs (monitoring.coreos.com) exist in the cluster "
+            "(True), or drop prometheus_url to install kube-prometheus-stack",
+        )
+    if args.prometheus_url is not None and not args.prometheus_url.startswith(("http://", "https://")):
+        raise InputError("prometheus_url", f"{args.prometheus_url!r} is not an http(s) URL, e.g. http://prometheus.monitoring:9090")
+
+
+def crd_prerequisites(args: GpuClusterArgs) -> list[str]:
+    """API groups whose CRDs the user declares installed outside the stack (the crd-installers policy accepts them)."""
+    return ["monitoring.coreos.com"] if args.platform == "eks" and args.prometheus_url is not None else []
+
+
 def validate_chart_versions(versions: dict[str, str]) -> dict[str, str]:
     unknown = sorted(set(versions) - set(eks_addons.CHARTS))
     if unknown:
@@ -141,6 +173,7 @@ class GpuCluster(pulumi.ComponentResource):
         args = component_args(GpuClusterArgs, {} if args is None else args)
         network_args = validate_network(args.network or default_network(args.environment), args.environment)
         validate_chart_versions(args.chart_versions)
+        validate_prometheus(args)
         validate_log_retention(args.log_retention_days, "log_retention_days")
         physical_name = validate_cluster_name(args.cluster_name or name)
         if args.platform == "eks" and args.environment == "prod" and args.system_nodes < 2:
@@ -160,6 +193,8 @@ class GpuCluster(pulumi.ComponentResource):
             "leader_worker_set": args.leader_worker_set and args.platform == "eks",
             "aws_load_balancer_controller": args.aws_load_balancer_controller and args.platform == "eks",
             "dcgm_exporter": args.dcgm_exporter and args.platform == "eks",
+            "prometheus_stack": args.platform == "eks" and args.prometheus_url is None,
+            "crd_prerequisites": crd_prerequisites(args),
         }
         super().__init__("vllm-fleet:index:GpuCluster", name, props, opts)
         self.platform = args.platform
@@ -175,6 +210,9 @@ class GpuCluster(pulumi.ComponentResource):
         self.karpenter = None
         self.lb_controller = None
         self.addons: dict[str, Any] = {}
+        # Where KEDA's Prometheus triggers query: the installed release's Service, or the user's own.
+        self.prometheus_url = args.prometheus_url or eks_addons.prometheus_service_url()
+        self.crd_prerequisites = crd_prerequisites(args)
 
         eks = args.platform == "eks"
         self.network = build_network(name, network_args, self, cluster_name=physical_name if eks else None)
@@ -342,16 +380,21 @@ class GpuCluster(pulumi.ComponentResource):
                 # The controller reads its credentials at start-up: the association and the agent come first.
                 [self.lb_controller.pod_identity, pod_identity_agent],
             )
+        if args.prometheus_url is None:
+            release(eks_addons.PROMETHEUS_STACK_CHART, eks_addons.prometheus_stack_values())
         if args.dcgm_exporter:
-            release("dcgm-exporter", eks_addons.dcgm_exporter_values())
+            # Its ServiceMonitor needs the operator's CRDs: the release that installs them comes first.
+            release("dcgm-exporter", eks_addons.dcgm_exporter_values(), [self.addons.get(eks_addons.PROMETHEUS_STACK_CHART)] if args.prometheus_url is None else [])
 
 
 __all__ = [
     "GpuCluster",
     "GpuClusterArgs",
+    "crd_prerequisites",
     "default_network",
     "public_endpoint",
     "validate_chart_versions",
     "validate_cluster_name",
     "validate_network",
+    "validate_prometheus",
 ]

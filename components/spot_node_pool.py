@@ -60,7 +60,10 @@ class SpotNodePoolArgs(BaseModel):
     max_nodes: int = Field(4, ge=1, le=1000, description="Most nodes the pool may run; caps Karpenter's nvidia.com/gpu limit.")
     min_nodes: int = Field(0, ge=0, description="Managed node groups / ECS: nodes kept running (0 scales to zero).")
     model_weights_gib: float = Field(
-        0.0, ge=0, description="Largest model's weights (VllmEngine.weights_gib_total()); sizes the root volume."
+        0.0,
+        ge=0,
+        description="Largest model's download: its checkpoint on disk (VllmEngine.download_gib(), not the in-GPU size "
+        "after --quantization); sizes the root volume.",
     )
     root_volume_gib: int | None = Field(None, description="Root volume size; None = sized from model_weights_gib.")
     ami_version: str | None = Field(
@@ -104,6 +107,11 @@ def root_volume_gib(weights_gib: float, *, image_gib: int = IMAGE_GIB, headroom_
     """Root volume for a node that downloads `weights_gib` of weights: 2 x weights + image + headroom, rounded up."""
     need = 2 * weights_gib + image_gib + headroom_gib
     return max(MIN_ROOT_VOLUME_GIB, int(math.ceil(need / VOLUME_STEP_GIB)) * VOLUME_STEP_GIB)
+
+
+def disk_holds_download(volume_gib: int, download_gib: float, *, image_gib: int = IMAGE_GIB) -> bool:
+    """The least a node disk must hold for a cold start: the whole checkpoint download plus the image."""
+    return volume_gib >= download_gib + image_gib
 
 
 def resolve_instance_types(names: list[str]) -> list[InstanceType]:
@@ -298,6 +306,7 @@ class SpotNodePool(pulumi.ComponentResource):
             "max_nodes": args.max_nodes,
             "min_nodes": args.min_nodes,
             "root_volume_gib": volume,
+            "instance_store_raid0": store_raid0,
             "root_volume_encrypted": True,
             "imds_http_tokens": "required",
             "region": args.region or pulumi.Config("aws").get("region"),
@@ -315,6 +324,7 @@ class SpotNodePool(pulumi.ComponentResource):
         self.gpu = self.instance.gpu
         self.gpus_per_node = self.instance.gpu_count
         self.root_volume_gib = volume
+        self.instance_store_raid0 = store_raid0  # emptyDir caches land on the local NVMe, not the root volume
         self.pool_name = pool
         self.ami_version = ami_version
         self.capacity_provider_name = None

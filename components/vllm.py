@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .sizing.engine import EngineConfig
 from .sizing.errors import DoesNotFit, InputError
 from .sizing.gpus import Gpu
-from .sizing.memory import GIB, MemoryEstimate, estimate_memory, weights_bytes_per_gpu
+from .sizing.memory import GIB, MemoryEstimate, checkpoint_bytes, estimate_memory, weights_bytes_per_gpu
 from .sizing.model_config import ModelArch
 from .sizing.models import resolve_model
 
@@ -91,9 +91,21 @@ class VllmEngine(BaseModel):
         return require_fit(self, gpu, gpus_per_node)
 
     def weights_gib_total(self) -> float:
-        """All weights of one replica, for disk and download sizing."""
+        """All weights of one replica as they sit in GPU memory (after any load-time quantization)."""
         arch = self.arch()
         return weights_bytes_per_gpu(arch, self.engine.model_copy(update={"tp": 1, "pp": 1})) / GIB
+
+    def checkpoint_gib(self) -> float:
+        """The checkpoint on disk (sizing.memory.checkpoint_bytes): what a cold start downloads and reads."""
+        return checkpoint_bytes(self.arch()) / GIB
+
+    def download_gib(self) -> float:
+        """What lands in the node-local model cache: the checkpoint, or nothing when it streams from S3."""
+        return 0.0 if self.load_format == "runai_streamer" else self.checkpoint_gib()
+
+    def model_cache_gib(self) -> int:
+        """Size of the model cache volume: the download plus the compile caches (model_cache_gib())."""
+        return model_cache_gib(self.download_gib())
 
     # ----- what the container runs ------------------------------------------------------------------------
     def args(self) -> list[str]:
@@ -151,8 +163,9 @@ class VllmEngine(BaseModel):
         return env
 
     def startup_seconds(self, network_gbps: float = 25.0) -> int:
-        """Cold-start budget: pull the image, fetch the weights, load them, compile and capture CUDA graphs."""
-        return startup_seconds(self.weights_gib_total(), self.gpus_per_replica, network_gbps)
+        """Cold-start budget: pull the image, download the checkpoint, load it, compile and capture CUDA graphs."""
+        checkpoint = self.checkpoint_gib()
+        return startup_seconds(checkpoint, self.gpus_per_replica, network_gbps, download_gib=self.download_gib())
 
 
 def engine_props(engine: VllmEngine) -> dict[str, Any]:
@@ -180,17 +193,35 @@ def engine_props(engine: VllmEngine) -> dict[str, Any]:
     }
 
 
-def startup_seconds(weights_gib: float, gpus: int, network_gbps: float = 25.0) -> int:
+# Cache volume headroom over the download: torch.compile, Triton and CUDA-graph caches, the HF lock/metadata files.
+COMPILE_CACHE_GIB = 20
+# Download bandwidth the budgets assume: at most 1 GB/s (the Hub's CDN or S3 on one client seldom does more,
+# whatever the NIC), less when the NIC is slower (network_gbps / 8).
+MAX_DOWNLOAD_GBS = 1.0
+
+
+def model_cache_gib(download_gib: float) -> int:
+    """Model cache volume for `download_gib` of checkpoint: 10% over it plus the compile caches, rounded up."""
+    return int(math.ceil(download_gib * 1.1 + COMPILE_CACHE_GIB))
+
+
+def download_seconds(download_gib: float, network_gbps: float = 25.0) -> float:
+    """Seconds to download `download_gib` GiB at min(network_gbps / 8, MAX_DOWNLOAD_GBS) GB/s."""
+    return download_gib * 1.074 / min(network_gbps / 8, MAX_DOWNLOAD_GBS)  # 1 GiB = 1.074 GB
+
+
+def startup_seconds(checkpoint_gib: float, gpus: int, network_gbps: float = 25.0, *, download_gib: float | None = None) -> int:
     """Model load budget with margin (the probes and grace periods are sized from it).
 
+    `checkpoint_gib`: the checkpoint on disk (VllmEngine.checkpoint_gib()), read into the GPUs at load;
+    `download_gib`: what is downloaded first (default the checkpoint; 0 when it streams from S3).
     Figures: the vLLM 0.19 H100 runs in vllm_memory_observations.json took 2-170 s to load weights and
-    8-60 s for torch.compile + CUDA graphs; the vllm-openai image is ~10 GB to pull. Downloads seldom
-    exceed ~1 GB/s from the Hub or S3 on one stream, whatever the NIC.
+    8-60 s for torch.compile + CUDA graphs; the vllm-openai image is ~10 GB to pull. Downloads at the
+    bandwidth download_seconds() states.
     """
     image_pull = 120
-    download_gbs = min(network_gbps / 8, 1.0)
-    download = weights_gib * 1.074 / download_gbs
-    load = weights_gib / max(gpus, 1) / 1.0 + 10  # ~1 GiB/s from page cache into each GPU
+    download = download_seconds(checkpoint_gib if download_gib is None else download_gib, network_gbps)
+    load = checkpoint_gib / max(gpus, 1) / 1.0 + 10  # ~1 GiB/s from page cache into each GPU
     compile_and_graphs = 60 + (30 if gpus > 1 else 0)
     return int(math.ceil((image_pull + download + load + compile_and_graphs) * 1.5 / 10) * 10)
 

@@ -44,7 +44,7 @@ from .sizing.engine import component_args
 from .lora_store import resolve_lora_engine
 from .sizing.errors import InputError
 from .sizing.instances import InstanceType
-from .spot_node_pool import k8s_name
+from .spot_node_pool import disk_holds_download, k8s_name, root_volume_gib
 from .vllm import API_KEY_ENV, HF_TOKEN_ENV, MODEL_CACHE_PATH, SPOT_NOTICE_SECONDS, VLLM_PORT, VllmEngine, engine_props
 
 HEALTH_PATH = "/health"
@@ -59,6 +59,7 @@ LWS_GROUP_KEY = "leaderworkerset.sigs.k8s.io/group-key"
 TGB_API_VERSION = "elbv2.k8s.aws/v1beta1"
 READINESS_GATE_LABEL = "elbv2.k8s.aws/pod-readiness-gate-inject"
 LB_CONTROLLER_ADDON = "aws-load-balancer-controller"  # GpuCluster.addons key (components.eks_addons.LB_CONTROLLER_CHART)
+PROMETHEUS_STACK_ADDON = "kube-prometheus-stack"  # GpuCluster.addons key (components.eks_addons.PROMETHEUS_STACK_CHART)
 ZONE_KEY = "topology.kubernetes.io/zone"
 # Share of a node's CPU and memory a pod may take (kubelet/system reservations, eviction thresholds) and what
 # is left for daemonsets (VPC CNI, kube-proxy, pod identity agent, device plugin, DCGM exporter).
@@ -96,8 +97,10 @@ class VllmServiceArgs(BaseModel):
         None, description="PromQL the ScaledObject scales on; None = waiting requests of this model summed over replicas."
     )
     scaling_threshold: float = Field(5.0, gt=0, description="Target value per replica (waiting requests per replica).")
-    prometheus_url: str = Field(
-        "http://prometheus-operated.monitoring.svc.cluster.local:9090", description="Prometheus KEDA queries."
+    prometheus_url: str | None = Field(
+        None,
+        description="Prometheus KEDA queries; None = the cluster's (GpuCluster.prometheus_url: its kube-prometheus-stack "
+        "release's Service, or the Prometheus the cluster was told to use).",
     )
     hpa_metric: str = Field(
         "vllm_num_requests_waiting", description="HPA: the per-pod custom metric name (as a Prometheus adapter exposes it)."
@@ -296,6 +299,17 @@ class VllmService(pulumi.ComponentResource):
             raise InputError("autoscaling", "the cluster was built without KEDA; use autoscaling='hpa' or 'none'")
         if e.pp > 1 and "lws" not in addons:
             raise InputError("pp", f"PP {e.pp} needs LeaderWorkerSet; build the cluster with leader_worker_set=True")
+        monitoring_release = addons.get(PROMETHEUS_STACK_ADDON)
+        monitoring_declared = "monitoring.coreos.com" in getattr(cluster, "crd_prerequisites", [])
+        if args.service_monitor and monitoring_release is None and not monitoring_declared:
+            raise InputError(
+                "service_monitor",
+                "the cluster neither installs kube-prometheus-stack nor declares the Prometheus Operator CRDs installed "
+                "(GpuCluster prometheus_url + prometheus_operator_crds_installed); set service_monitor=False or fix the cluster",
+            )
+        prometheus_url = args.prometheus_url or getattr(cluster, "prometheus_url", None)
+        if args.autoscaling == "keda" and not prometheus_url:
+            raise InputError("prometheus_url", "KEDA needs the Prometheus it queries: give prometheus_url or a GpuCluster that has one")
         load_balanced = args.target_group_arn is not None
         if load_balanced:
             if LB_CONTROLLER_ADDON not in addons:
@@ -331,6 +345,16 @@ class VllmService(pulumi.ComponentResource):
                         ipaddress.ip_network(cidr, strict=True)
                     except ValueError:
                         raise InputError("load_balancer_source_cidrs", f"{cidr!r} is not a CIDR block (e.g. 10.0.0.0/16)") from None
+        pool_volume = getattr(pool, "root_volume_gib", None)
+        if not getattr(pool, "instance_store_raid0", False) and isinstance(pool_volume, int) and not isinstance(pool_volume, bool):
+            # Without local NVMe the emptyDir cache sits on the node's root volume, next to the image.
+            need = root_volume_gib(engine.download_gib())
+            if not disk_holds_download(pool_volume, engine.download_gib()):
+                raise InputError(
+                    "node_pool",
+                    f"{engine.model} downloads a {engine.checkpoint_gib():.1f} GiB checkpoint but the node pool's root volume is "
+                    f"{pool_volume} GiB; build the pool with model_weights_gib={engine.download_gib():.1f} (root volume >= {need} GiB)",
+                )
         resources = pod_resources(pool.instance, e.tp)
         startup = engine.startup_seconds(pool.instance.network_gbps)
         multi_node = e.pp > 1
@@ -350,6 +374,10 @@ class VllmService(pulumi.ComponentResource):
             "spot_fraction": args.spot_fraction,
             "workload": "LeaderWorkerSet" if multi_node else "Deployment",
             "namespace": namespace,
+            "checkpoint_gib": round(engine.checkpoint_gib(), 1),
+            "model_cache_gib": engine.model_cache_gib(),
+            "load_format": engine.load_format,
+            "node_disk_gib": None if getattr(pool, "instance_store_raid0", False) else getattr(pool, "root_volume_gib", None),
             "startup_seconds": startup,
             "startup_probe_seconds": startup_failure_threshold(startup) * PROBE_PERIOD_SECONDS,
             "termination_grace_seconds": args.termination_grace_seconds,
@@ -447,8 +475,7 @@ class VllmService(pulumi.ComponentResource):
             # the value stays in the Secret (secretKeyRef), never in the pod spec.
             env.append(secret_env(API_KEY_ENV, api_key_secret, args.api_key_secret_key))
 
-        weights = engine.weights_gib_total()
-        cache_gib = 20 if engine.load_format == "runai_streamer" else int(math.ceil(weights * 1.1 + 20))
+        cache_gib = engine.model_cache_gib()
         volumes = [
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_size_gib(e.tp)}Gi"}},
             # Node-local cache: the Hub download (or, with runai_streamer, only compile caches: weights stream from S3).
@@ -645,7 +672,7 @@ class VllmService(pulumi.ComponentResource):
                         {
                             "type": "prometheus",
                             "metadata": {
-                                "serverAddress": args.prometheus_url,
+                                "serverAddress": prometheus_url,
                                 "query": self.scaling_query,
                                 "threshold": f"{args.scaling_threshold:g}",
                             },
@@ -689,7 +716,12 @@ class VllmService(pulumi.ComponentResource):
                     "namespaceSelector": {"matchNames": [namespace]},
                     "endpoints": [{"port": PORT_NAME, "path": METRICS_PATH, "interval": "15s", "scrapeTimeout": "10s"}],
                 },
-                opts=opts_ns,
+                # Its CRD comes with the kube-prometheus-stack release (or is a declared prerequisite).
+                opts=pulumi.ResourceOptions(
+                    parent=self,
+                    provider=provider,
+                    depends_on=[*depends, *([monitoring_release] if isinstance(monitoring_release, pulumi.Resource) else [])],
+                ),
             )
         ingress: list[dict[str, Any]] = [
             {

@@ -33,10 +33,12 @@ from policies import resource_views as rv
 from policies.unknowns import UnknownValueError, checking_view
 from policies.rules import (
     budget,
+    crd_installers,
     ebs_encryption,
     ecs_minimum_healthy,
     gpu_memory_fit,
     imdsv2,
+    model_cache_size,
     multi_az,
     pinned_images,
     pinned_node_ami,
@@ -103,7 +105,14 @@ def fit_limits(config: Mapping[str, Any]) -> gpu_memory_fit.FitLimits:
 
 def stack_resources(args: StackValidationArgs) -> list[rv.Resource]:
     return [
-        rv.Resource(type=r.resource_type, name=r.name, props=r.props, urn=r.urn, parent=r.parent.urn if r.parent else None)
+        rv.Resource(
+            type=r.resource_type,
+            name=r.name,
+            props=r.props,
+            urn=r.urn,
+            parent=r.parent.urn if r.parent else None,
+            dependencies=tuple(d.urn for d in (r.dependencies or [])),
+        )
         for r in args.resources
     ]
 
@@ -245,6 +254,30 @@ POLICIES: list = [
         MANDATORY,
         _stacked(startup_probes.check_ecs),
     ),
+    stack_policy(
+        "crd-installers",
+        "Every custom resource's CRD is installed by a Helm release of the stack it waits for, or a declared prerequisite.",
+        MANDATORY,
+        _stacked(crd_installers.check),
+    ),
+    stack_policy(
+        "crd-prerequisites",
+        "Lists the CRDs the stack relies on but declares installed outside it (bring-your-own operators).",
+        ADVISORY,
+        _stacked(crd_installers.declared_prerequisites),
+    ),
+    resource_policy(
+        "model-cache-holds-checkpoint",
+        "A Kubernetes vLLM server's emptyDir model cache holds the checkpoint it downloads (not the in-GPU weights).",
+        MANDATORY,
+        lambda args: model_cache_size.check(args.resource_type, args.props),
+    ),
+    stack_policy(
+        "node-disk-holds-checkpoint",
+        "vLLM components' model cache and node root volume hold the checkpoint they download.",
+        MANDATORY,
+        _stacked(model_cache_size.check_components),
+    ),
     resource_policy(
         "pinned-node-ami",
         "GPU nodes in production run a pinned AMI release whose NVIDIA driver can run their images.",
@@ -324,6 +357,7 @@ def run_policies(
         by_urn[res.urn] = obj
     for res, obj in zip(resources, stack_objects):
         obj.parent = by_urn.get(res.parent) if res.parent else None
+        obj.dependencies = [by_urn[d] for d in res.dependencies if d in by_urn]
 
     for policy in policies if policies is not None else POLICIES:
         level = enforcement_level(policy, config)

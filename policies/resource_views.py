@@ -72,12 +72,21 @@ class Resource:
     urn: str = ""
     parent: str | None = None
     id: str | None = None
+    dependencies: tuple[str, ...] = ()  # URNs it waits for (depends_on and inputs), as the engine records them
 
     @classmethod
     def from_record(cls, record: Any, id: str | None = None) -> "Resource":
         """From any recorded resource with type, name, urn, parent and inputs (e.g. the offline engine's
         `stacks.offline.RecordedResource`; its mocks make ids f"{name}-id")."""
-        return cls(type=record.type, name=record.name, props=record.inputs, urn=record.urn, parent=record.parent, id=id)
+        return cls(
+            type=record.type,
+            name=record.name,
+            props=record.inputs,
+            urn=record.urn,
+            parent=record.parent,
+            id=id,
+            dependencies=tuple(getattr(record, "dependencies", ()) or ()),
+        )
 
 
 class Finding(NamedTuple):

@@ -64,6 +64,17 @@ class StackConfig(BaseModel):
     allow_plain_http: bool = Field(False, alias="allowPlainHttp", description="Serve plain HTTP on the internal ALB when there is no domain (dev only).")
     hf_token_secret_arn: str | None = Field(None, alias="hfTokenSecretArn", description="Secrets Manager ARN of a Hugging Face token (gated models such as Llama).")
     spot_fraction: float | None = Field(None, alias="spotFraction", ge=0, le=1, description="Share of GPU capacity on spot, with on-demand fallback (default 0.7 in dev, 0.5 in prod).")
+    # ---- prerequisites the stack installs or the user brings (CRDs, Prometheus) ----
+    prometheus_url: str | None = Field(
+        None,
+        alias="prometheusUrl",
+        description="EKS: bring your own Prometheus (its in-cluster URL, which KEDA queries) instead of the kube-prometheus-stack chart the stack installs.",
+    )
+    prometheus_operator_crds_installed: bool = Field(
+        False,
+        alias="prometheusOperatorCrdsInstalled",
+        description="With prometheusUrl: confirm the Prometheus Operator CRDs (monitoring.coreos.com) are already in the cluster; preview lists them as a prerequisite.",
+    )
 
     # --- GPU node AMI (operations) ---
     ami_version: str | None = Field(
@@ -159,6 +170,15 @@ class StackConfig(BaseModel):
     def _platform_limits(self) -> "StackConfig":
         if self.allow_plain_http and self.environment == "prod":
             raise ValueError("allowPlainHttp is for dev only; prod serves HTTPS (set domain and hostedZoneId)")
+        if self.prometheus_url is not None and not self.prometheus_operator_crds_installed:
+            raise ValueError(
+                "prometheusOperatorCrdsInstalled: must be true with vllm-fleet:prometheusUrl (confirm the Prometheus "
+                "Operator CRDs the ServiceMonitors need are in the cluster), or drop prometheusUrl to install kube-prometheus-stack"
+            )
+        if self.prometheus_operator_crds_installed and self.prometheus_url is None:
+            raise ValueError("prometheusOperatorCrdsInstalled: applies only with vllm-fleet:prometheusUrl (your own Prometheus)")
+        if self.prometheus_url is not None and not self.prometheus_url.startswith(("http://", "https://")):
+            raise ValueError(f"prometheusUrl: {self.prometheus_url!r} is not an http(s) URL, e.g. http://prometheus.monitoring:9090")
         if self.platform == "ecs":
             for entry in self.models or []:
                 if (entry.pipeline_parallel_size or 1) > 1:
@@ -173,6 +193,7 @@ KEY_NAMES = {
     "hf_token_secret_arn": "hfTokenSecretArn", "allowed_cidrs": "allowedCidrs", "spotFraction": "spotFraction", "spot_fraction": "spotFraction",
     "ami_version": "amiVersion",
     "image_pull_through_cache": "imagePullThroughCache", "docker_hub_credential_secret": "dockerHubCredentialSecret",
+    "prometheus_url": "prometheusUrl", "prometheus_operator_crds_installed": "prometheusOperatorCrdsInstalled",
 }
 
 
@@ -182,6 +203,11 @@ def _error(exc: ValidationError) -> InputError:
     head = KEY_NAMES.get(loc[0], loc[0]) if loc else "config"
     key = f"{NAMESPACE}:{head}" + "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
     msg = err["msg"].removeprefix("Value error, ")
+    named, sep, rest = msg.partition(": ")
+    if not loc and sep and named in KEY_NAMES.values():
+        # A rule over several keys names the key to change first ("prometheusUrl: ...").
+        head, msg = named, rest
+        key = f"{NAMESPACE}:{head}"
     if err["type"] not in ("missing", "value_error") and "input" in err:
         msg = f"got {err['input']!r}; {msg[0].lower() + msg[1:]}"
     return InputError(key, msg)
@@ -194,7 +220,7 @@ def parse_stack_config(raw: dict[str, str | object]) -> StackConfig:
         ns, _, key = str(full_key).partition(":")
         if ns != NAMESPACE:
             continue
-        if isinstance(value, str) and key in ("regions", "models", "lora", "monthlyBudgetUsd", "spotFraction", "allowPlainHttp", "allowedCidrs", "imagePullThroughCache"):
+        if isinstance(value, str) and key in ("regions", "models", "lora", "monthlyBudgetUsd", "spotFraction", "allowPlainHttp", "allowedCidrs", "imagePullThroughCache", "prometheusOperatorCrdsInstalled"):
             try:
                 value = json.loads(value)
             except ValueError:

@@ -98,7 +98,7 @@ def _node_pool(name: str, md: ModelDeployment, cluster: GpuCluster, engine: Vllm
         from components.ecs_vllm_task import lora_root_volume_gib
 
         # ECS keeps the adapter cache on the instance's root volume: size it for weights + adapters.
-        root_volume = lora_root_volume_gib(engine.weights_gib_total(), lora_serving.cache_size_gib)
+        root_volume = lora_root_volume_gib(engine.download_gib(), lora_serving.cache_size_gib)
     return SpotNodePool(
         name,
         SpotNodePoolArgs(
@@ -107,7 +107,8 @@ def _node_pool(name: str, md: ModelDeployment, cluster: GpuCluster, engine: Vllm
             spot=spot,
             min_nodes=md.nodes_min if config.platform == "ecs" else 0,
             max_nodes=md.nodes_max,
-            model_weights_gib=round(engine.weights_gib_total(), 1),
+            # What is downloaded (the checkpoint), not what sits in GPU memory after --quantization fp8.
+            model_weights_gib=round(engine.download_gib(), 1),
             root_volume_gib=root_volume,
             attach_to_cluster=False,
             region=md.region,
@@ -184,6 +185,11 @@ def build(config: StackConfig, stack: str) -> dict[str, Any]:
         provider = aws.Provider(f"aws-{code}", region=region, opts=pulumi.ResourceOptions(parent=root))
         opts = pulumi.ResourceOptions(parent=root, providers={"aws": provider})
         cluster_args: dict[str, Any] = {"platform": config.platform, "environment": config.environment}
+        if config.platform == "eks" and config.prometheus_url is not None:
+            cluster_args.update(
+                prometheus_url=config.prometheus_url,
+                prometheus_operator_crds_installed=config.prometheus_operator_crds_installed,
+            )
         if config.platform == "ecs":
             cluster_args["ecs"] = EcsClusterOptions(
                 domain=config.domain,

@@ -155,6 +155,20 @@ def weights_bytes_per_gpu(arch: ModelArch, engine: EngineConfig) -> float:
     return stage_layers * per_layer / tp + ends / tp + norms
 
 
+def checkpoint_bytes(arch: ModelArch) -> float:
+    """Bytes of the checkpoint on disk: what vLLM downloads into its cache before it loads anything.
+
+    The weights in the checkpoint's own dtype (`torch_dtype`, float32 included) and its own quantization
+    (`quantization_config` / `hf_quant_config.json`: AWQ, GPTQ, FP8 checkpoints), never the serving flags:
+    `--quantization fp8` on a BF16 checkpoint downloads the BF16 files and quantizes them while loading, so
+    Llama-3.1-70B-Instruct downloads ~131 GiB however small it is on the GPU. vLLM fetches only the
+    safetensors files when a repo has them (weight_utils.download_weights_from_hf allow_patterns), not the
+    `original/` consolidated .pth copies some repos also carry.
+    """
+    dtype = arch.torch_dtype if arch.torch_dtype in ("bfloat16", "float16", "float32") else "auto"
+    return weights_bytes_per_gpu(arch, EngineConfig(tp=1, pp=1, dtype=dtype))
+
+
 @lru_cache(maxsize=256)
 def _unconverted_share(arch: ModelArch, module: str) -> float:
     """Share of layers whose `module` a checkpoint keeps in 16-bit (Llama-3.1-405B-FP8 keeps attention)."""

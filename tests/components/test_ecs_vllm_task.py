@@ -655,8 +655,10 @@ def test_through_gpu_cluster_and_spot_node_pool(model, engine, instances):
 
     def program():
         cluster = GpuCluster("gpu", GpuClusterArgs(platform="ecs", environment="prod", ecs={"certificate_arn": CERT}))
+        # Sized from the checkpoint it downloads (a 100 GiB default cannot hold Llama-3.1-70B's 131 GiB of BF16).
         pool = SpotNodePool("gpus", SpotNodePoolArgs(cluster=cluster, instance_types=instances, on_demand_base=1,
-                                                     spot_percentage=70, max_nodes=4))
+                                                     spot_percentage=70, max_nodes=4,
+                                                     model_weights_gib=make_engine(model, **engine).download_gib()))
         made["task"] = EcsVllmTask("llm", EcsVllmTaskArgs(cluster=cluster, node_pool=pool, engine=make_engine(model, **engine),
                                                           api_key_secret_arn=API_KEY, hf_token_secret_arn=HF_TOKEN))
 

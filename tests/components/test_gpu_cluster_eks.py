@@ -97,7 +97,7 @@ def test_unknown_chart_override():
         validate_chart_versions({"karpenter": "1.14.2", "cilium": "1.0"})
     assert str(err.value) == (
         "chart_versions: unknown chart(s) ['cilium']; "
-        "known: aws-load-balancer-controller, dcgm-exporter, karpenter, keda, lws, nvidia-device-plugin"
+        "known: aws-load-balancer-controller, dcgm-exporter, karpenter, keda, kube-prometheus-stack, lws, nvidia-device-plugin"
     )
 
 
@@ -235,7 +235,7 @@ def test_prod_needs_two_system_nodes():
 def test_helm_releases_pinned(prod):
     run, _ = prod
     releases = {r.inputs["name"]: r.inputs for r in run.of_type(RELEASE)}
-    assert set(releases) == {"nvidia-device-plugin", "keda", "karpenter", "lws", "aws-load-balancer-controller"}
+    assert set(releases) == {"nvidia-device-plugin", "keda", "karpenter", "lws", "aws-load-balancer-controller", "kube-prometheus-stack"}
     for key, rel in releases.items():
         pin = CHARTS[key]
         assert (rel["chart"], rel["version"], rel["namespace"]) == (pin.chart, pin.version, pin.namespace)
@@ -270,7 +270,10 @@ def test_optional_addons():
         dcgm_exporter=True, keda=False, leader_worker_set=False, aws_load_balancer_controller=False, chart_versions={"karpenter": "1.14.2"}
     )
     releases = {r.inputs["name"]: r.inputs for r in run.of_type(RELEASE)}
-    assert set(releases) == {"nvidia-device-plugin", "karpenter", "dcgm-exporter"}
+    assert set(releases) == {"nvidia-device-plugin", "karpenter", "dcgm-exporter", "kube-prometheus-stack"}
+    # The exporter's ServiceMonitor needs the operator's CRDs: it waits for the release installing them.
+    dcgm = run.one(RELEASE, "gpu-dcgm-exporter")
+    assert run.one(RELEASE, "gpu-kube-prometheus-stack").urn in dcgm.dependencies
     assert [r.name for r in run.of_type(POD_IDENTITY)] == ["gpu-karpenter-pod-identity"]
     assert releases["karpenter"]["version"] == "1.14.2"
     assert releases["dcgm-exporter"]["values"]["serviceMonitor"] == {"enabled": True}
@@ -384,6 +387,8 @@ def test_component_contract(prod):
         "leader_worker_set": True,
         "aws_load_balancer_controller": True,
         "dcgm_exporter": False,
+        "prometheus_stack": True,
+        "crd_prerequisites": [],
     }
     assert (cluster.platform, cluster.environment, cluster.ecs) == ("eks", "prod", None)
     assert isinstance(cluster.eks_cluster, pulumi_eks.Cluster)

@@ -319,7 +319,7 @@ def test_keda_scales_on_the_queue(single):
         {
             "type": "prometheus",
             "metadata": {
-                "serverAddress": "http://prometheus-operated.monitoring.svc.cluster.local:9090",
+                "serverAddress": "http://kube-prometheus-stack-prometheus.monitoring.svc.cluster.local:9090",
                 "query": 'sum(vllm:num_requests_waiting{model_name="meta-llama/Llama-3.1-8B-Instruct"})',
                 "threshold": "5",
             },
@@ -510,6 +510,41 @@ def test_input_refusals(engine, types, service, message):
     err = _refused(engine, types, **service)
     assert isinstance(err, InputError)
     assert str(err) == message
+
+
+def test_service_monitor_waits_for_the_prometheus_stack_release(single):
+    run, _ = single
+    release = run.one("kubernetes:helm.sh/v3:Release", "gpu-kube-prometheus-stack")
+    assert (release.inputs["chart"], release.inputs["version"], release.inputs["namespace"]) == (
+        "kube-prometheus-stack", "88.5.3", "monitoring"
+    )
+    spec = release.inputs["values"]["prometheus"]["prometheusSpec"]
+    # Every ServiceMonitor in every namespace, not only those labelled release=<release>.
+    assert (spec["serviceMonitorSelectorNilUsesHelmValues"], spec["serviceMonitorSelector"], spec["serviceMonitorNamespaceSelector"]) == (False, {}, {})
+    sm = run.one("kubernetes:monitoring.coreos.com/v1:ServiceMonitor")
+    assert release.urn in sm.dependencies
+
+
+def test_bring_your_own_prometheus():
+    run, _ = build_service(
+        ENGINES["llama-8b"],
+        ["g5.xlarge"],
+        cluster={"prometheus_url": "http://prom.observability:9090", "prometheus_operator_crds_installed": True},
+    )
+    assert not [r for r in run.of_type("kubernetes:helm.sh/v3:Release") if r.inputs["chart"] == "kube-prometheus-stack"]
+    so = run.one(SCALED_OBJECT).inputs["spec"]
+    assert so["triggers"][0]["metadata"]["serverAddress"] == "http://prom.observability:9090"
+    assert run.one("vllm-fleet:index:GpuCluster").inputs["crd_prerequisites"] == ["monitoring.coreos.com"]
+
+
+def test_bring_your_own_prometheus_must_confirm_the_crds():
+    from components.gpu_cluster import validate_prometheus
+
+    with pytest.raises(InputError) as err:
+        validate_prometheus(GpuClusterArgs(prometheus_url="http://prom.observability:9090"))
+    assert str(err.value).startswith(
+        "prometheus_operator_crds_installed: with your own prometheus_url, confirm the Prometheus Operator CRDs"
+    )
 
 
 def test_keda_missing_on_the_cluster_refused():

@@ -69,7 +69,7 @@ def test_every_policy_is_well_formed():
 
 def test_levels_follow_the_design():
     advisory = {p.name for p in pack.POLICIES if p.enforcement_level == EnforcementLevel.ADVISORY}
-    assert advisory == {"gpu-memory-fit-unverified", "monthly-budget-advisory"}
+    assert advisory == {"gpu-memory-fit-unverified", "monthly-budget-advisory", "crd-prerequisites"}
     assert by_name("gpu-memory-fit").enforcement_level == EnforcementLevel.MANDATORY
     assert by_name("monthly-budget").enforcement_level == EnforcementLevel.MANDATORY
 
@@ -177,6 +177,21 @@ SERVICE_PROPS = {"instance_type": "g6e.xlarge", "region": "us-east-1", "min_repl
 BUCKET = res("aws:s3/bucket:Bucket", "bucket", {"bucket": "acme"})
 
 RESOURCE_CASES = {
+    "model-cache-holds-checkpoint": (
+        "kubernetes:apps/v1:Deployment",
+        {
+            "spec": {"template": {"spec": {
+                "containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.1", "args": [L70B, "--download-dir", "/models/hub"],
+                                "resources": {"limits": {"nvidia.com/gpu": 4}},
+                                "volumeMounts": [{"name": "cache", "mountPath": "/models"}]}],
+                "volumes": [{"name": "cache", "emptyDir": {"sizeLimit": "95Gi"}}],
+            }}}
+        },
+        {},
+        "dev",
+        f"container 'vllm' downloads {L70B} (131.4 GiB checkpoint) into /models/hub, but volume 'cache' has sizeLimit 95Gi; "
+        "the kubelet evicts the pod mid-download: give it at least 132Gi",
+    ),
     "gpu-memory-fit": (
         "vllm-fleet:index:VllmService",
         {"model": L70B, "gpu": "H100", "tp": 4, "pp": 1, "max_model_len": 8192, "gpu_memory_utilization": 0.97},
@@ -265,6 +280,24 @@ STACK_CASES = {
         ],
         {},
         "ECS service 'svc': healthCheckGracePeriodSeconds is 60",
+    ),
+    "node-disk-holds-checkpoint": (
+        [res("vllm-fleet:index:EcsVllmTask", "task", {"model": L70B, "node_disk_gib": 100})],
+        {},
+        "its node root volume is 100 GiB but the checkpoint it downloads is 131.4 GiB",
+    ),
+    "crd-installers": (
+        [res("kubernetes:monitoring.coreos.com/v1:ServiceMonitor", "sm", {})],
+        {},
+        "ServiceMonitor (monitoring.coreos.com) 'sm': nothing in this stack installs its CRD",
+    ),
+    "crd-prerequisites": (
+        [
+            res("vllm-fleet:index:GpuCluster", "gpu", {"crd_prerequisites": ["monitoring.coreos.com"]}),
+            res("kubernetes:monitoring.coreos.com/v1:ServiceMonitor", "sm", {}),
+        ],
+        {},
+        "prerequisite: the monitoring.coreos.com CRDs must already be in the cluster",
     ),
 }
 

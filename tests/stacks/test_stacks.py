@@ -97,6 +97,14 @@ def test_a_model_that_does_not_fit_fails_preview_with_the_fit_message(tmp_path, 
          "vllm-fleet: error: vllm-fleet:amiVersion: 'latest' replaces every prod GPU node at each AMI release; pin a release such as 'v20260818'"),
         ({"tier": "small", "platform": "ecs", "amiVersion": "20240611"},
          "vllm-fleet: error: vllm-fleet:amiVersion: image vllm/vllm-openai:v0.29.0 is a CUDA 13.0 build needing NVIDIA driver R580+"),
+        (
+            {"tier": "small", "platform": "eks", "prometheusUrl": "http://prom.observability:9090"},
+            "vllm-fleet: error: vllm-fleet:prometheusOperatorCrdsInstalled: must be true with vllm-fleet:prometheusUrl",
+        ),
+        (
+            {"tier": "small", "platform": "eks", "prometheusUrl": "prom:9090", "prometheusOperatorCrdsInstalled": True},
+            "vllm-fleet: error: vllm-fleet:prometheusUrl: 'prom:9090' is not an http(s) URL",
+        ),
     ],
 )
 def test_bad_config_is_one_line_and_exit_2(tmp_path, capsys, config, line):
@@ -202,3 +210,16 @@ def test_synth_custom_resources_pass_the_crds(synthesized, stack, validate_crs):
     proc = validate_crs(*custom)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"{len(custom)} validated" in proc.stdout, proc.stdout
+
+
+def test_bring_your_own_prometheus_is_a_printed_prerequisite(tmp_path):
+    config = tier_config("small", "eks", prometheusUrl="http://prom.observability:9090", prometheusOperatorCrdsInstalled=True)
+    result = run_stack(str(stack_yaml(tmp_path, "byo-prom", **config)))
+    assert not result.mandatory_failures
+    assert [r.message for r in result.results if r.policy == "crd-prerequisites"] == [
+        "prerequisite: the monitoring.coreos.com CRDs must already be in the cluster (declared; the kube-prometheus-stack "
+        "chart 88.5.3 installs them)"
+    ]
+    assert not [r for r in result.run.resources if r.name.endswith("-kube-prometheus-stack")]
+    scaled = [r for r in result.run.resources if r.type == "kubernetes:keda.sh/v1alpha1:ScaledObject"]
+    assert scaled and all(r.inputs["spec"]["triggers"][0]["metadata"]["serverAddress"] == "http://prom.observability:9090" for r in scaled)
