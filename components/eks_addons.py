@@ -725,7 +725,7 @@ def node_role(name: str, parent: pulumi.Resource, role: str) -> aws.iam.Role:
         tags={"Name": f"{name}-{role}"},
         opts=opts,
     )
-    partition = aws.get_partition_output()
+    partition = aws.get_partition_output(opts=pulumi.InvokeOutputOptions(parent=parent))
     for policy in NODE_ROLE_POLICIES:
         aws.iam.RolePolicyAttachment(
             f"{name}-{role}-{policy}",

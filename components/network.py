@@ -201,10 +201,14 @@ def _new_network(name: str, args: NetworkArgs, parent: pulumi.Resource, cluster_
         return {"Name": f"{name}-{role}", **(extra or {})}
 
     # Regular AZs only: Local Zones and Wavelength Zones have no GPU instances and no NAT gateways.
+    # Invoked with the parent: an invoke goes through its parent's provider (pulumi's _invoke takes
+    # opts.parent._providers["aws"]), so a network built with another region's provider gets that region's
+    # zones and endpoint names; without it the invoke runs on the default provider (aws:region).
+    invoke_opts = pulumi.InvokeOutputOptions(parent=parent)
     zones = aws.get_availability_zones_output(
-        state="available", filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}]
+        state="available", filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}], opts=invoke_opts
     )
-    region = aws.get_region_output()
+    region = aws.get_region_output(opts=invoke_opts)
 
     vpc = aws.ec2.Vpc(
         f"{name}-vpc",
@@ -321,7 +325,7 @@ def _flow_logs(name: str, vpc: aws.ec2.Vpc, retention_days: int, opts: pulumi.Re
         tags=tags("flow-logs"),
         opts=opts,
     )
-    identity = aws.get_caller_identity_output()
+    identity = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=opts.parent))
     # The flow-logs service assumes this role; aws:SourceAccount stops other accounts' flow logs using it
     # (confused deputy; docs.aws.amazon.com/vpc/latest/userguide/flow-logs-iam-role.html).
     assume = identity.account_id.apply(lambda account: service_trust_policy("vpc-flow-logs.amazonaws.com", account))

@@ -23,7 +23,6 @@ from .config import NAMESPACE, StackConfig, parse_stack_config
 from .plan import ModelDeployment, StackPlan, plan_stack
 from .tiers import lora_for
 
-REGION_CODES = {"us-east-1": "use1", "us-west-2": "usw2", "eu-west-1": "euw1"}
 
 
 class Deployment(pulumi.ComponentResource):
@@ -45,7 +44,10 @@ class Deployment(pulumi.ComponentResource):
 
 
 def _region_code(region: str) -> str:
-    return REGION_CODES.get(region, region.replace("-", ""))
+    """AWS's short region code (use1, usw2, euw1, apne1): short physical names, stable for any region."""
+    from .offline import region_code
+
+    return region_code(region)
 
 
 def _api_key(name: str, parent: pulumi.Resource, opts: pulumi.ResourceOptions) -> tuple[random.RandomPassword, aws.secretsmanager.Secret]:

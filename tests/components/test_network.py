@@ -107,8 +107,8 @@ class _Holder(pulumi.ComponentResource):
 
     network: Network
 
-    def __init__(self, name: str, args: NetworkArgs, cluster_name: str | None = None):
-        super().__init__("vllm-fleet:test:Holder", name, {}, None)
+    def __init__(self, name: str, args: NetworkArgs, cluster_name: str | None = None, opts=None):
+        super().__init__("vllm-fleet:test:Holder", name, {}, opts)
         self.network = build_network(name, args, self, cluster_name=cluster_name)
         self.register_outputs({})
 
@@ -252,3 +252,35 @@ def test_more_azs_than_the_region_has():
     # Known only once the region's AZ list resolves, so the engine wraps the InputError in its own ValueError.
     with pytest.raises(ValueError, match=r"availability_zones: 4 AZs requested but the region has 3"):
         _run(NetworkArgs(availability_zones=4))
+
+
+# ----- region: every invoke runs on the network's own provider ---------------------------------------------
+
+
+@pytest.mark.parametrize("region", ["us-west-2", "eu-west-1", "ap-northeast-1"])
+def test_network_on_another_regions_provider_uses_that_regions_zones_and_endpoints(region):
+    """A network built with a non-default region's provider (a multi-region stack's second region) must get that
+    region's AZs and S3 endpoint, not those of aws:region (us-east-1): the invokes go through the parent's provider."""
+
+    def program():
+        import pulumi_aws as aws
+
+        prov = aws.Provider("regional", region=region)
+        _Holder("net", NetworkArgs(availability_zones=3), None, opts=pulumi.ResourceOptions(providers={"aws": prov}))
+
+    run = run_offline(program, region="us-east-1")
+    zones = sorted(r.inputs["availabilityZone"] for r in run.of_type("aws:ec2/subnet:Subnet"))
+    assert zones == sorted([f"{region}a", f"{region}b", f"{region}c"] * 2)
+    endpoint = run.one("aws:ec2/vpcEndpoint:VpcEndpoint")
+    assert endpoint.inputs["serviceName"] == f"com.amazonaws.{region}.s3"
+
+
+@pytest.mark.parametrize(
+    "region, code",
+    [("us-east-1", "use1"), ("us-west-2", "usw2"), ("eu-west-1", "euw1"), ("ap-northeast-1", "apne1"),
+     ("ap-southeast-2", "apse2"), ("eu-central-1", "euc1"), ("us-gov-west-1", "usgw1"), ("ca-central-1", "cac1")],
+)
+def test_region_code_is_aws_zone_id_prefix(region, code):
+    from stacks.offline import region_code
+
+    assert region_code(region) == code
