@@ -92,7 +92,7 @@ def test_a_model_that_does_not_fit_fails_preview_with_the_fit_message(tmp_path, 
         ({"tier": "small", "platform": "k8s"}, "vllm-fleet: error: vllm-fleet:platform: got 'k8s'; input should be 'ecs' or 'eks'"),
         ({"tier": "small", "platform": "ecs", "monthlyBudgetUsd": -1}, "vllm-fleet: error: vllm-fleet:monthlyBudgetUsd: got -1; input should be greater than 0"),
         ({"tier": "small", "platform": "ecs", "regions": ["mars-1"]}, "vllm-fleet: error: vllm-fleet:regions: 'mars-1' has no price catalog; use eu-west-1, us-east-1, us-west-2"),
-        ({"tier": "small", "platform": "ecs", "tiers": "small"}, "vllm-fleet: error: vllm-fleet:tiers: got 'small'; extra inputs are not permitted"),
+        ({"tier": "small", "platform": "ecs", "tiers": "small"}, "vllm-fleet: error: vllm-fleet:tiers: unknown key; did you mean vllm-fleet:tier?"),
         ({"tier": "small", "platform": "ecs", "models": [{"model": "no/such-model"}]}, "vllm-fleet: error: vllm-fleet:models[0].model: unknown model 'no/such-model'"),
     ],
 )
