@@ -21,7 +21,20 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports bad flags as one line and exit 2, like every other input error."""
 
     def error(self, message: str) -> None:  # pragma: no cover - exercised through main()
-        raise InputError(self.prog, message)
+        raise InputError(self.prog, _did_you_mean(message))
+
+
+def _did_you_mean(message: str) -> str:
+    """argparse's "invalid choice: 'modls' (choose from ...)" plus the closest choice (stdlib difflib)."""
+    import difflib
+    import re
+
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not found:
+        return message
+    choices = re.findall(r"'([^']*)'", found.group(2))
+    close = difflib.get_close_matches(found.group(1), choices, n=1)
+    return f"{message}; did you mean {close[0]!r}?" if close else message
 
 
 def _positive_float(text: str) -> float:
@@ -67,7 +80,7 @@ def _load_model(model: str | None, model_config: str | None):
 def _add_fit(sub) -> None:
     p = sub.add_parser("fit", help="does a model fit these GPUs (vLLM's start-up memory check, offline)")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="Hugging Face id or alias from the catalog (vllm-fleet fit --list-models)")
+    src.add_argument("--model", help="Hugging Face id or alias from the catalog (vllm-fleet models list)")
     src.add_argument("--model-config", help="path to a config.json (or a folder holding one)")
     gpu = p.add_mutually_exclusive_group(required=True)
     gpu.add_argument("--gpu", help="GPU name: T4, A10G, L4, L40S, A100-40GB, A100-80GB, H100, H200, B200")
@@ -276,6 +289,39 @@ def _cmd_prices_show(args) -> int:
     return EXIT_OK
 
 
+# ----- models ------------------------------------------------------------------------------------------------
+
+
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", help="the bundled model catalog")
+    msub = p.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
+    ls = msub.add_parser("list", help="list the catalog's models and their aliases (for --model)")
+    ls.add_argument("--json", action="store_true", help="print one JSON object")
+    ls.set_defaults(handler=_cmd_models_list)
+
+
+def _cmd_models_list(args) -> int:
+    from components.sizing.models import model_catalog
+
+    catalog = model_catalog()
+    if args.json:
+        print(json.dumps({hf_id: {"aliases": list(e.aliases), "source": e.source} for hf_id, e in catalog.items()}))
+        return EXIT_OK
+    for hf_id, entry in catalog.items():
+        print(f"{hf_id:<48} {', '.join(entry.aliases)}".rstrip())
+    return EXIT_OK
+
+
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml), without importing anything heavy."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vllm-fleet")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown (not installed)"
+
+
 # ----- entry point -------------------------------------------------------------------------------------------
 
 _EXTRA_COMMANDS: list[Callable] = []
@@ -283,10 +329,12 @@ _EXTRA_COMMANDS: list[Callable] = []
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vllm-fleet", description="Size, build and policy-check vLLM deployments on AWS.")
+    parser.add_argument("--version", action="version", version=f"vllm-fleet {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_fit(sub)
     _add_plan(sub)
     _add_prices(sub)
+    _add_models(sub)
     for add in _extra_commands():
         add(sub)
     return parser

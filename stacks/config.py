@@ -186,15 +186,42 @@ class StackConfig(BaseModel):
         return self
 
 
-KEY_NAMES = {
-    "tier": "tier", "platform": "platform", "regions": "regions", "environment": "environment",
-    "monthly_budget_usd": "monthlyBudgetUsd", "monthlyBudgetUsd": "monthlyBudgetUsd", "models": "models",
-    "lora": "lora", "domain": "domain", "hosted_zone_id": "hostedZoneId", "allow_plain_http": "allowPlainHttp",
-    "hf_token_secret_arn": "hfTokenSecretArn", "allowed_cidrs": "allowedCidrs", "spotFraction": "spotFraction", "spot_fraction": "spotFraction",
-    "ami_version": "amiVersion",
-    "image_pull_through_cache": "imagePullThroughCache", "docker_hub_credential_secret": "dockerHubCredentialSecret",
-    "prometheus_url": "prometheusUrl", "prometheus_operator_crds_installed": "prometheusOperatorCrdsInstalled",
-}
+def _key_names(model: type[BaseModel]) -> dict[str, str]:
+    """field name and alias -> the key as written in the stack file, from the schema itself (one source of names)."""
+    names = {}
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        names[name] = names[key] = key
+    return names
+
+
+KEY_NAMES = _key_names(StackConfig)
+
+
+def _unknown_keys(values: dict[str, object]) -> list[str]:
+    """One message per misspelt key, at every level, with the closest allowed key (stdlib difflib)."""
+    import difflib
+
+    problems = []
+
+    def check(mapping: object, model: type[BaseModel], prefix: str) -> None:
+        if not isinstance(mapping, dict):
+            return
+        allowed = sorted({f.alias or n for n, f in model.model_fields.items()})
+        for key in mapping:
+            if str(key) in _key_names(model):
+                continue
+            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.5)
+            hint = f"did you mean {prefix}{close[0]}?" if close else f"allowed: {', '.join(allowed)}"
+            problems.append(f"{prefix}{key}: unknown key; {hint}")
+
+    check(values, StackConfig, f"{NAMESPACE}:")
+    models = values.get("models")
+    if isinstance(models, list):
+        for i, entry in enumerate(models):
+            check(entry, ModelEntry, f"{NAMESPACE}:models[{i}].")
+    check(values.get("lora"), LoraConfig, f"{NAMESPACE}:lora.")
+    return problems
 
 
 def _error(exc: ValidationError) -> InputError:
@@ -215,10 +242,16 @@ def _error(exc: ValidationError) -> InputError:
 
 def parse_stack_config(raw: dict[str, str | object]) -> StackConfig:
     """From Pulumi config values (keys `vllm-fleet:tier`, `aws:region`; structured values may be JSON strings)."""
+    import difflib
+
     values: dict[str, object] = {}
+    problems: list[str] = []
     for full_key, value in raw.items():
         ns, _, key = str(full_key).partition(":")
         if ns != NAMESPACE:
+            # `vllm_fleet:tier` would be silently ignored as another package's key: name the namespace meant.
+            if key and difflib.get_close_matches(ns, [NAMESPACE], n=1, cutoff=0.7):
+                problems.append(f"{full_key}: unknown namespace {ns!r}; did you mean {NAMESPACE}:{key}?")
             continue
         if isinstance(value, str) and key in ("regions", "models", "lora", "monthlyBudgetUsd", "spotFraction", "allowPlainHttp", "allowedCidrs", "imagePullThroughCache", "prometheusOperatorCrdsInstalled"):
             try:
@@ -229,6 +262,11 @@ def parse_stack_config(raw: dict[str, str | object]) -> StackConfig:
                 else:
                     raise InputError(f"{NAMESPACE}:{key}", f"not valid JSON/YAML: {value!r}") from None
         values[key] = value
+    problems += _unknown_keys(values)
+    if problems:
+        # every misspelling at once, one line each, instead of a bare "Field required" for the key meant
+        field, _, message = problems[0].partition(": ")
+        raise InputError(field, "\n".join([message, *problems[1:]]))
     if "regions" not in values:
         region = raw.get("aws:region")
         values["regions"] = [region] if region else []
