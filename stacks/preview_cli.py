@@ -183,41 +183,86 @@ def _cmd_preview(args) -> int:
     return EXIT_FAILED if result.mandatory_failures else EXIT_OK
 
 
-def _cmd_synth(args) -> int:
+SYNTH_MARKER = ".vllm-fleet-synth"  # in every folder synth writes: the files it wrote, one per line
+
+
+def synth_target(out: Path) -> Path:
+    """The folder `synth --out` may write, or InputError: a new folder, an empty one, or one synth wrote before
+    that holds nothing else. synth never deletes what it did not write (`--out .` in a checkout is refused)."""
+    if not out.exists():
+        if not out.parent.is_dir():
+            raise InputError("--out", f"{out.parent} does not exist; give a folder whose parent exists")
+        return out
+    if not out.is_dir():
+        raise InputError("--out", f"{out} is a file; give a new or empty folder")
+    present = {p.relative_to(out).as_posix() for p in out.rglob("*") if not p.is_dir()}
+    if not present and not any(out.iterdir()):
+        return out
+    marker = out / SYNTH_MARKER
+    written = set(marker.read_text().split()) | {SYNTH_MARKER} if marker.is_file() else set()
+    foreign = sorted(present - written)
+    if not written or foreign:
+        example = f" (e.g. {foreign[0]})" if foreign else ""
+        raise InputError("--out", f"{out} holds files synth did not write{example}; give a new or empty folder")
+    return out
+
+
+def _write_synth(staging: Path, result) -> tuple[int, int]:
     from .render_ecs import task_definition_requests
     from .render_k8s import kubernetes_manifests
 
+    files: list[str] = []
+
+    def write(rel: str, text: str) -> None:
+        path = staging / rel
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+        files.append(rel)
+
+    write("resources.json", json.dumps([r.as_dict() for r in result.run.resources], indent=2, default=str))
+    manifests = kubernetes_manifests(result.run)
+    if manifests:
+        import yaml
+
+        for manifest in manifests:
+            meta = manifest.get("metadata", {})
+            fname = f"{manifest['kind'].lower()}-{meta.get('namespace', 'cluster')}-{meta.get('name', 'unnamed')}.yaml"
+            write(f"kubernetes/{fname}", yaml.safe_dump(manifest, sort_keys=False))
+    tasks = task_definition_requests(result.run)
+    for name, request in tasks.items():
+        write(f"ecs/{name}.json", json.dumps(request, indent=2))
+    (staging / SYNTH_MARKER).write_text("\n".join(files) + "\n")
+    return len(manifests), len(tasks)
+
+
+def _cmd_synth(args) -> int:
+    out = synth_target(Path(args.out).absolute())  # refuse before the (slow) run, and before writing anything
     try:
         result = run_stack(args.stack)
     except DoesNotFit as exc:
         print(f"vllm-fleet synth: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    out = Path(args.out)
-    # Write into a temporary folder first and move it into place: a failure leaves nothing half-written.
-    staging = Path(tempfile.mkdtemp(prefix=".synth-", dir=out.parent if out.parent.exists() else None))
+    out = synth_target(out)
+    # Written into a temporary sibling and moved into place: a failure leaves nothing half-written. A previous
+    # output (only files synth wrote, checked above) is moved aside first and removed once the new one is in place.
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.synth-", dir=out.parent))
+    previous = None
     try:
-        (staging / "resources.json").write_text(json.dumps([r.as_dict() for r in result.run.resources], indent=2, default=str))
-        manifests = kubernetes_manifests(result.run)
-        if manifests:
-            import yaml
-
-            (staging / "kubernetes").mkdir()
-            for manifest in manifests:
-                meta = manifest.get("metadata", {})
-                fname = f"{manifest['kind'].lower()}-{meta.get('namespace', 'cluster')}-{meta.get('name', 'unnamed')}.yaml"
-                (staging / "kubernetes" / fname).write_text(yaml.safe_dump(manifest, sort_keys=False))
-        tasks = task_definition_requests(result.run)
-        if tasks:
-            (staging / "ecs").mkdir()
-            for name, request in tasks.items():
-                (staging / "ecs" / f"{name}.json").write_text(json.dumps(request, indent=2))
+        n_manifests, n_tasks = _write_synth(staging, result)
         if out.exists():
-            shutil.rmtree(out)
+            previous = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            previous.rmdir()
+            out.rename(previous)
         staging.rename(out)
     finally:
         if staging.exists():
             shutil.rmtree(staging)
-    print(f"wrote {out}: {len(result.run.resources)} resources, {len(manifests)} Kubernetes objects, {len(tasks)} ECS task definitions")
+        if previous is not None:
+            if out.exists():
+                shutil.rmtree(previous)
+            else:
+                previous.rename(out)  # the move failed: put the previous output back
+    print(f"wrote {out}: {len(result.run.resources)} resources, {n_manifests} Kubernetes objects, {n_tasks} ECS task definitions")
     if result.mandatory_failures:
         for r in result.mandatory_failures:
             print(f"[mandatory] {r.policy}: {r.message}", file=sys.stderr)
@@ -232,5 +277,5 @@ def add_preview_parsers(sub) -> None:
     p.set_defaults(handler=_cmd_preview)
     s = sub.add_parser("synth", help="write the stack's resources, Kubernetes YAML and ECS task definitions")
     s.add_argument("--stack", required=True, help="dev | prod | PATH/Pulumi.<stack>.yaml")
-    s.add_argument("--out", required=True, help="output folder (replaced)")
+    s.add_argument("--out", required=True, help="output folder: new, empty, or one synth wrote before (nothing else in it is ever deleted)")
     s.set_defaults(handler=_cmd_synth)
