@@ -34,6 +34,9 @@ def _did_you_mean(message: str) -> str:
         return message
     choices = re.findall(r"'([^']*)'", found.group(2))
     close = difflib.get_close_matches(found.group(1), choices, n=1)
+    if message.startswith("argument command:"):
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown command {found.group(1)!r}; {hint}commands: {', '.join(choices)}"
     return f"{message}; did you mean {close[0]!r}?" if close else message
 
 

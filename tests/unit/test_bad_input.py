@@ -41,8 +41,10 @@ def test_misspelt_stack_keys_all_reported_at_once(tmp_path, capsys, config, line
 @pytest.mark.parametrize(
     "argv, line",
     [
-        (["modls", "list"], "vllm-fleet: error: vllm-fleet: argument command: invalid choice: 'modls' "
-         "(choose from 'fit', 'plan', 'prices', 'models', 'lora', 'preview', 'synth'); did you mean 'models'?"),
+        (["modls", "list"], "vllm-fleet: error: vllm-fleet: unknown command 'modls'; did you mean 'models'? "
+         "commands: fit, plan, prices, models, lora, quotas, preview, synth"),
+        (["zzz"], "vllm-fleet: error: vllm-fleet: unknown command 'zzz'; "
+         "commands: fit, plan, prices, models, lora, quotas, preview, synth"),
     ],
 )
 def test_unknown_command_did_you_mean(capsys, argv, line):
